@@ -1,0 +1,57 @@
+# airflow-mlops: every set-up step behind two commands, `make demo` and `make test`.
+# Needs only Python 3.11 on the machine; uv is installed with pip when missing.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Never let uv download an interpreter: use the machine's Python 3.11.
+export UV_PYTHON_DOWNLOADS := never
+UV     := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+
+.PHONY: help install demo test test-unit test-dags test-integration bench lint format lock stop clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+install:  ## build .venv from requirements.lock and install the project (editable)
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
+	$(UV) pip check --python $(BIN)/python
+
+demo: install  ## start Airflow, backfill January 2013 through the REST API, print where to look
+	$(BIN)/airflow-mlops demo
+
+test: install  ## the whole test suite (unit, DAG, integration against real servers)
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+test-dags: install
+	$(BIN)/pytest tests/dags
+
+test-integration: install
+	$(BIN)/pytest tests/integration
+
+bench: install  ## benchmarks; figures go to BENCHMARKS.md
+	$(BIN)/python -m tests.benchmarks.run
+
+lint: install  ## ruff (Airflow AIR rules included) and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock:  ## re-pin requirements.lock from pyproject.toml (names, versions, hashes; no URLs)
+	$(UV) pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes --no-header \
+		--quiet -o requirements.lock
+
+stop:  ## stop the Airflow started by `make demo`
+	-$(BIN)/airflow-mlops airflow stop
+
+clean: stop  ## remove the state folder (.mlops/): a full reset
+	rm -rf .mlops

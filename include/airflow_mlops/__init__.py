@@ -1,0 +1,1 @@
+"""airflow-mlops: the library behind the DAGs."""

@@ -1,0 +1,332 @@
+"""Run the project's own Airflow (local profile) and talk to it through the official REST client.
+
+:func:`start_airflow` launches ``airflow standalone`` (API server, scheduler, DAG processor,
+triggerer) as a process group on a loopback port with the project's DAGs, plugins and home;
+:func:`stop_airflow` stops it by its process id. :class:`AirflowApi` wraps the official
+``apache-airflow-client``: token, backfills, runs. The demo, the CLI and the tests share this code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from airflow_mlops.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ADMIN_USER = "admin"
+PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class AirflowRuntimeError(RuntimeError):
+    """Airflow did not start, did not answer, or a run did not succeed; the message says which."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def airflow_env(port: int, settings: Settings | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for Airflow processes of the local profile, serving on ``127.0.0.1:port``."""
+    settings = settings or get_settings()
+    env = dict(os.environ if base is None else base)
+    url = f"http://127.0.0.1:{port}"
+    bin_dir = str(Path(sys.executable).parent)
+    env.update(
+        {
+            # standalone starts its components as `airflow ...` subprocesses: our bin/ must be on PATH.
+            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+            "MLOPS_HOME": str(settings.home),
+            "AIRFLOW_HOME": str(settings.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_dir),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.plugins_dir),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": url,
+            # Two cores: keep the number of concurrent task processes small.
+            "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": env.get("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "30"),
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+        }
+    )
+    return env
+
+
+def admin_password(airflow_home: Path) -> str:
+    """The admin password that ``airflow standalone`` generated into ``$AIRFLOW_HOME``."""
+    path = airflow_home / PASSWORD_FILE
+    try:
+        return str(json.loads(path.read_text())[ADMIN_USER])
+    except (OSError, KeyError, ValueError) as exc:
+        raise AirflowRuntimeError(f"no admin password in {path} ({exc}); has Airflow started once?") from exc
+
+
+@dataclass
+class AirflowServer:
+    """A running ``airflow standalone`` process group."""
+
+    pid: int
+    url: str
+    airflow_home: Path
+    log_path: Path
+
+    def password(self) -> str:
+        return admin_password(self.airflow_home)
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.run_dir / "airflow.json"
+
+
+def running_airflow(settings: Settings | None = None) -> AirflowServer | None:
+    """The Airflow this state folder started earlier, if its process is still alive."""
+    settings = settings or get_settings()
+    try:
+        info = json.loads(_pid_file(settings).read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return AirflowServer(
+        pid=int(info["pid"]),
+        url=info["url"],
+        airflow_home=Path(info["airflow_home"]),
+        log_path=Path(info["log_path"]),
+    )
+
+
+def start_airflow(
+    port: int | None = None,
+    settings: Settings | None = None,
+    timeout: float = 300,
+    wait_for_dags: tuple[str, ...] = (),
+    progress: Callable[[str], None] | None = None,
+) -> AirflowServer:
+    """Start ``airflow standalone`` on 127.0.0.1 and wait until it is healthy and has parsed ``wait_for_dags``."""
+    settings = settings or get_settings()
+    port = port or free_port()
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.run_dir / f"airflow-{port}.log"
+    env = airflow_env(port, settings)
+    airflow_bin = str(Path(sys.executable).parent / "airflow")
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            [airflow_bin, "standalone"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(settings.home),
+        )
+    server = AirflowServer(
+        pid=proc.pid, url=f"http://127.0.0.1:{port}", airflow_home=settings.airflow_home, log_path=log_path
+    )
+    _pid_file(settings).write_text(
+        json.dumps(
+            {"pid": proc.pid, "url": server.url, "airflow_home": str(server.airflow_home), "log_path": str(log_path)}
+        )
+    )
+    try:
+        _wait_healthy(server, proc, timeout, wait_for_dags, progress)
+    except BaseException:
+        stop_airflow(server.pid)
+        raise
+    return server
+
+
+def _wait_healthy(
+    server: AirflowServer,
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    wait_for_dags: tuple[str, ...],
+    progress: Callable[[str], None] | None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AirflowRuntimeError(f"airflow standalone exited with {proc.returncode}; see {server.log_path}")
+        status = _health(server.url)
+        if status != last and progress:
+            progress(f"Airflow: {status}")
+        last = status
+        if status == "healthy":
+            if not wait_for_dags:
+                return
+            try:
+                api = AirflowApi.login(server.url, ADMIN_USER, server.password())
+                missing = [d for d in wait_for_dags if not api.dag_exists(d)]
+            except (AirflowRuntimeError, httpx.HTTPError):
+                missing = list(wait_for_dags)
+            if not missing:
+                return
+            if progress:
+                progress(f"Airflow: waiting for the DAG processor to parse {', '.join(missing)}")
+        time.sleep(2)
+    raise AirflowRuntimeError(
+        f"Airflow at {server.url} not ready after {timeout:.0f}s (last: {last}); see {server.log_path}"
+    )
+
+
+def _health(url: str) -> str:
+    try:
+        body = httpx.get(f"{url}/api/v2/monitor/health", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return "starting API server"
+    waiting = [
+        name
+        for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        if (body.get(name) or {}).get("status") != "healthy"
+    ]
+    return "healthy" if not waiting else "waiting for " + ", ".join(waiting)
+
+
+def stop_airflow(pid: int, timeout: float = 60) -> None:
+    """Stop the process group started by :func:`start_airflow`: SIGTERM, then SIGKILL after ``timeout``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        with contextlib.suppress(ChildProcessError):  # reap our child so it does not linger as a zombie
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.5)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def get_token(url: str, username: str, password: str) -> str:
+    """A JWT from the API server (``POST /auth/token``), as every REST client needs."""
+    response = httpx.post(f"{url}/auth/token", json={"username": username, "password": password}, timeout=30)
+    if response.status_code >= 400:
+        raise AirflowRuntimeError(f"POST {url}/auth/token answered {response.status_code}: {response.text[:200]}")
+    return str(response.json()["access_token"])
+
+
+def day_start(day: date) -> datetime:
+    """Midnight UTC of ``day``: the logical date of the daily run that lands ``day``."""
+    return datetime.combine(day, dtime(0), tzinfo=UTC)
+
+
+class AirflowApi:
+    """The official ``apache-airflow-client`` bound to one API server and token."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import airflow_client.client as client
+
+        self._client_mod = client
+        self.url = url
+        self.api_client = client.ApiClient(client.Configuration(host=url, access_token=token))
+
+    @classmethod
+    def login(cls, url: str, username: str, password: str) -> AirflowApi:
+        return cls(url, get_token(url, username, password))
+
+    def dag_exists(self, dag_id: str) -> bool:
+        from airflow_client.client.exceptions import NotFoundException
+
+        try:
+            self._client_mod.DAGApi(self.api_client).get_dag(dag_id)
+        except NotFoundException:
+            return False
+        return True
+
+    def create_backfill(self, dag_id: str, start: date, end: date, max_active_runs: int = 4) -> int:
+        """Create a backfill for the days ``start``..``end`` (both included); return its id."""
+        body = self._client_mod.BackfillPostBody(
+            dag_id=dag_id,
+            from_date=day_start(start),
+            to_date=day_start(end),
+            max_active_runs=max_active_runs,
+            reprocess_behavior=self._client_mod.ReprocessBehavior.COMPLETED,
+        )
+        from airflow_client.client.exceptions import ConflictException
+
+        try:
+            return int(self._client_mod.BackfillApi(self.api_client).create_backfill(body).id)
+        except ConflictException as exc:
+            raise AirflowRuntimeError(
+                f"{dag_id}: Airflow refused the backfill ({exc.body or exc.reason}); "
+                "a DAG runs one backfill at a time, wait for the current one or cancel it in the UI"
+            ) from None
+
+    def wait_for_backfills(self, dag_id: str, timeout: float = 300) -> None:
+        """Wait until no backfill of ``dag_id`` is running (Airflow allows one at a time per DAG)."""
+        backfills = self._client_mod.BackfillApi(self.api_client)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [b.id for b in backfills.list_backfills(dag_id, limit=100).backfills if b.completed_at is None]
+            if not running:
+                return
+            time.sleep(1)
+        raise AirflowRuntimeError(f"{dag_id}: backfills {running} still running after {timeout:.0f}s")
+
+    def trigger(self, dag_id: str, logical_date: datetime, conf: dict[str, Any] | None = None) -> str:
+        """Trigger one run of ``dag_id`` for ``logical_date``; return its run id."""
+        body = self._client_mod.TriggerDAGRunPostBody(logical_date=logical_date, conf=conf or {})
+        return str(self._client_mod.DagRunApi(self.api_client).trigger_dag_run(dag_id, body).dag_run_id)
+
+    def runs(self, dag_id: str, start: date, end: date) -> dict[str, str]:
+        """State of each run whose logical date falls in ``start``..``end``, keyed by day (ISO)."""
+        response = self._client_mod.DagRunApi(self.api_client).get_dag_runs(
+            dag_id,
+            logical_date_gte=day_start(start),
+            logical_date_lte=day_start(end),
+            limit=1000,
+        )
+        return {run.logical_date.date().isoformat(): str(run.state.value) for run in response.dag_runs}
+
+    def wait_for_runs(
+        self,
+        dag_id: str,
+        start: date,
+        end: date,
+        timeout: float = 1800,
+        progress: Callable[[dict[str, str]], None] | None = None,
+    ) -> dict[str, str]:
+        """Wait until every day in ``start``..``end`` has a finished run; fail naming the failed days."""
+        expected = (end - start).days + 1
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            states = self.runs(dag_id, start, end)
+            if progress:
+                progress(states)
+            finished = {day: s for day, s in states.items() if s in TERMINAL_RUN_STATES}
+            if len(finished) == expected:
+                failed = sorted(day for day, s in finished.items() if s == "failed")
+                if failed:
+                    raise AirflowRuntimeError(f"{dag_id}: runs failed for {', '.join(failed)}; see the Airflow UI")
+                return states
+            time.sleep(2)
+        raise AirflowRuntimeError(f"{dag_id}: runs not finished after {timeout:.0f}s: {states}")

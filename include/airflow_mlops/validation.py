@@ -1,0 +1,284 @@
+"""Validation gate: check one landed partition against its dataset's Great Expectations suites.
+
+:func:`validate_partition` reads each landed table of a day (``ingest.partition_path``), validates it with
+the suite of that table (``airflow_mlops.suites.<dataset>``) in an ephemeral GX context, and returns a
+:class:`ValidationReport`: success, a per-table summary and, for each failed expectation, the table,
+expectation type, column, unexpected count and a few sample values. :meth:`ValidationReport.summary_text`
+is what a failing task prints.
+
+The full GX result (plus the report) is written per partition, atomically, to::
+
+    $MLOPS_DATA_DIR/validation/<dataset>/date=YYYY-MM-DD/result.json
+
+A file that cannot be read (missing, truncated, not parquet) gives a failed report naming the file and the
+reason, never a bare stack trace. This module moves no data: publishing to the validated zone and
+quarantining are the caller's next step.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.datasets import DATASETS
+from airflow_mlops.ingest import partition_path
+from airflow_mlops.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations import ExpectationSuite
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.data_context import AbstractDataContext
+
+log = logging.getLogger(__name__)
+
+#: How many unexpected values a failure keeps as samples.
+SAMPLE_SIZE = 5
+RESULT_FILE = "result.json"
+
+
+class ValidationError(RuntimeError):
+    """Validation could not be run at all (unknown dataset, no suite)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed expectation (or an unreadable table) of a partition."""
+
+    table: str
+    expectation: str
+    column: str | None
+    unexpected_count: int | None
+    sample: list[Any] = field(default_factory=list)
+    message: str = ""
+
+    def line(self) -> str:
+        """One readable line: where, what, how many, examples."""
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        parts = [f"{where}: {self.expectation}"]
+        if self.unexpected_count is not None:
+            parts.append(f"{self.unexpected_count} unexpected rows")
+        if self.sample:
+            parts.append("e.g. " + ", ".join(repr(value) for value in self.sample))
+        if self.message:
+            parts.append(self.message)
+        return " - ".join(parts)
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    """Outcome of one table's suite."""
+
+    table: str
+    rows: int | None
+    evaluated: int
+    failed: int
+    success: bool
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What :func:`validate_partition` found for one partition of a dataset."""
+
+    dataset: str
+    partition: str
+    success: bool
+    tables: tuple[TableSummary, ...]
+    failures: tuple[Failure, ...]
+    result_path: str
+
+    def summary_text(self) -> str:
+        """A multi-line summary for task logs and error messages."""
+        status = "PASSED" if self.success else "FAILED"
+        lines = [f"validation of {self.dataset} date={self.partition}: {status}"]
+        for table in self.tables:
+            rows = "unreadable" if table.rows is None else f"{table.rows} rows"
+            lines.append(
+                f"  {table.table}: {rows}, {table.evaluated - table.failed}/{table.evaluated} expectations met"
+            )
+        if self.failures:
+            lines.append(f"  {len(self.failures)} failed:")
+            lines += [f"  - {failure.line()}" for failure in self.failures]
+        lines.append(f"  result: {self.result_path}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_suites(dataset: str, day: date) -> dict[str, ExpectationSuite]:
+    """The suites of ``dataset`` for ``day`` from ``airflow_mlops.suites.<dataset>``, keyed by table."""
+    name = f"airflow_mlops.suites.{dataset}"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        raise ValidationError(
+            f"no expectation suite for dataset {dataset!r}: add include/airflow_mlops/suites/{dataset}.py"
+        ) from None
+    suites: dict[str, ExpectationSuite] = module.build_suites(day)
+    return suites
+
+
+def result_path(settings: Settings, dataset: str, day: date) -> Path:
+    """Where the validation result JSON of a partition is kept."""
+    return settings.data_dir / "validation" / dataset / f"date={day.isoformat()}" / RESULT_FILE
+
+
+def _context() -> AbstractDataContext:
+    """An in-memory GX context without analytics or progress bars."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pandas()
+
+
+def _jsonable(value: Any) -> Any:
+    """Samples as plain JSON values (numpy scalars and timestamps become Python values or text)."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _failures(table: str, result: ExpectationSuiteValidationResult) -> list[Failure]:
+    failures = []
+    for item in result.results:
+        if item.success:
+            continue
+        config = item.expectation_config
+        kwargs = config.kwargs if config is not None else {}
+        column = kwargs.get("column") or (",".join(kwargs["column_list"]) if kwargs.get("column_list") else None)
+        details = item.result or {}
+        message = ""
+        exception = item.exception_info or {}
+        if exception.get("raised_exception"):
+            message = f"could not be evaluated: {exception.get('exception_message')}"
+        else:  # several metrics failed: exception_info is keyed by metric
+            messages = {
+                info.get("exception_message")
+                for info in exception.values()
+                if isinstance(info, dict) and info.get("raised_exception")
+            }
+            if messages:
+                message = "could not be evaluated: " + "; ".join(sorted(str(m) for m in messages))
+        if not message and "observed_value" in details and details.get("unexpected_count") is None:
+            message = f"observed {details['observed_value']!r}"
+        failures.append(
+            Failure(
+                table=table,
+                expectation=config.type if config is not None else "unknown",
+                column=column,
+                unexpected_count=details.get("unexpected_count"),
+                sample=[_jsonable(v) for v in (details.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]],
+                message=message,
+            )
+        )
+    return failures
+
+
+def _validate_table(
+    context: AbstractDataContext, table: str, frame: pd.DataFrame, suite: ExpectationSuite
+) -> ExpectationSuiteValidationResult:
+    source = context.data_sources.add_pandas(name=f"{table}-{uuid.uuid4().hex}")
+    asset = source.add_dataframe_asset(name=table)
+    batch = asset.add_batch_definition_whole_dataframe("partition").get_batch(batch_parameters={"dataframe": frame})
+    return batch.validate(suite, result_format={"result_format": "SUMMARY"})
+
+
+def _write_json_atomic(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def validate_partition(dataset: str, day: date, *, settings: Settings | None = None) -> ValidationReport:
+    """Validate every landed table of ``dataset`` for ``day``; write and return the result.
+
+    Never raises for bad data or unreadable files (the report fails instead); raises
+    :class:`ValidationError` only if the dataset or its suites are unknown.
+    """
+    settings = settings or get_settings()
+    layout = DATASETS.get(dataset)
+    if layout is None:
+        raise ValidationError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    context = _context()
+    suites = build_suites(dataset, day)
+    missing = [table for table in layout.tables if table not in suites]
+    if missing:
+        raise ValidationError(f"suites of {dataset!r} have no suite for table(s): {', '.join(missing)}")
+
+    summaries: list[TableSummary] = []
+    failures: list[Failure] = []
+    raw: dict[str, Any] = {}
+    for table in layout.tables:
+        path = partition_path(settings.landing_dir, table, day)
+        try:
+            frame = _read(path)
+        except FileNotFoundError:
+            message = f"not landed: {path} does not exist"
+        except Exception as exc:  # truncated, garbled or not parquet: say which file and why
+            message = f"cannot read {path}: {type(exc).__name__}: {exc}"
+        else:
+            message = ""
+        if message:
+            failures.append(
+                Failure(table=table, expectation="readable_file", column=None, unexpected_count=None, message=message)
+            )
+            summaries.append(TableSummary(table=table, rows=None, evaluated=1, failed=1, success=False))
+            raw[table] = {"success": False, "error": message}
+            continue
+        result = _validate_table(context, table, frame, suites[table])
+        table_failures = _failures(table, result)
+        failures += table_failures
+        summaries.append(
+            TableSummary(
+                table=table,
+                rows=len(frame),
+                evaluated=len(result.results),
+                failed=len(table_failures),
+                success=bool(result.success),
+            )
+        )
+        raw[table] = result.to_json_dict()
+
+    out = result_path(settings, dataset, day)
+    report = ValidationReport(
+        dataset=dataset,
+        partition=day.isoformat(),
+        success=all(summary.success for summary in summaries),
+        tables=tuple(summaries),
+        failures=tuple(failures),
+        result_path=str(out),
+    )
+    _write_json_atomic({"report": report.to_dict(), "great_expectations": raw}, out)
+    log.info("%s", report.summary_text())
+    return report

@@ -1,0 +1,1 @@
+"""Tests of airflow-mlops: unit, DAG integrity, integration, end to end; benchmarks."""

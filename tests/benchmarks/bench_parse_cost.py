@@ -1,0 +1,311 @@
+"""Parse cost of every DAG file, as Airflow's DAG processor measures it, next to a one-task stub.
+
+Two benchmarks, one run, written to the ``parse_cost`` section of ``BENCHMARKS.md``:
+
+1. **Per DAG file**: ``FileLoadStat.duration`` of each ``dags/**/*.py`` (the repository's own model
+   specs) next to a stub DAG file (``schedule=None``, one ``@task``, imports only ``airflow.sdk``).
+   Targets: at most 0.2 s per file and at most 1.5x the stub.
+2. **With 50 model specs**: the same files with ``MLOPS_MODELS_DIR`` holding 50 copies of
+   ``include/models/flight_delay.yaml`` (``model_00`` .. ``model_49``) against the same folder with
+   one. Target: at most 2x (DAGs generated from specs must not parse each spec expensively).
+
+Every sample is a fresh interpreter (``parse_probe.py``) that first imports what the DAG processor
+has loaded (Airflow, the Task SDK, ``DagBag``) and then parses exactly one file; conditions are
+interleaved round by round so that a change in machine load hits them alike, and a first warm-up
+round is discarded. Figures are medians. Nothing here asserts a timing.
+
+Run: ``.venv/bin/python -m tests.benchmarks.run parse_cost`` (or ``-m tests.benchmarks.bench_parse_cost``);
+``BENCH_SAMPLES`` (default 7) sets the number of samples per condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict, cast
+
+from tests.benchmarks.report import REPO_ROOT, machine_info, write_section
+
+NAME = "parse_cost"
+DAGS_DIR = REPO_ROOT / "dags"
+SPEC_TEMPLATE = REPO_ROOT / "include" / "models" / "flight_delay.yaml"
+PROBE = Path(__file__).resolve().with_name("parse_probe.py")
+
+N_SPECS = 50
+MAX_SECONDS = 0.2
+MAX_STUB_RATIO = 1.5
+MAX_SPEC_RATIO = 2.0
+DEFAULT_SAMPLES = 7
+
+STUB_DAG = '''"""Stub DAG for the parse-cost benchmark: one task, imports only airflow.sdk."""
+
+from datetime import UTC, datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(
+    dag_id="parse_cost_stub",
+    schedule=None,
+    start_date=datetime(2013, 1, 1, tzinfo=UTC),
+    tags=["benchmark"],
+    default_args={"owner": "mlops", "retries": 1},
+)
+def parse_cost_stub():
+    @task
+    def noop() -> None:
+        """Do nothing."""
+
+    noop()
+
+
+parse_cost_stub()
+'''
+
+#: Variables of the caller's shell that would change what Airflow or the library parse.
+_ISOLATED_PREFIXES = ("AIRFLOW", "MLOPS_", "_AIRFLOW")
+
+
+class ProbeResult(TypedDict):
+    """What ``parse_probe.py`` writes for one sample."""
+
+    file: str
+    warmup_s: float
+    duration_s: float
+    dags: int
+    tasks: int
+    files: int
+    import_errors: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One thing to measure: a DAG file parsed with a given models folder (``None``: the repository's)."""
+
+    key: str
+    label: str
+    file: Path
+    models_dir: Path | None = None
+
+
+@dataclass
+class Samples:
+    """Measurements of one condition."""
+
+    durations: list[float] = field(default_factory=list)
+    warmups: list[float] = field(default_factory=list)
+    dags: int = 0
+    tasks: int = 0
+    import_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.durations)
+
+    @property
+    def spread(self) -> str:
+        return f"{min(self.durations):.3f}-{max(self.durations):.3f}"
+
+
+def dag_files() -> list[Path]:
+    """Every Python file under ``dags/`` (sorted), whatever later issues add; ``_helpers.py`` excluded."""
+    return sorted(p for p in DAGS_DIR.rglob("*.py") if "__pycache__" not in p.parts and not p.name.startswith("_"))
+
+
+def write_spec_folder(folder: Path, count: int) -> Path:
+    """``folder`` with ``count`` copies of the flight_delay spec (``model_00``...; one copy keeps its name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = SPEC_TEMPLATE.read_text(encoding="utf-8")
+    if count == 1:
+        shutil.copyfile(SPEC_TEMPLATE, folder / SPEC_TEMPLATE.name)
+        return folder
+    for i in range(count):
+        name = f"model_{i:02d}"
+        text, replaced = re.subn(r"^name:.*$", f"name: {name}", template, count=1, flags=re.MULTILINE)
+        if not replaced:
+            raise RuntimeError(f"{SPEC_TEMPLATE} has no top-level 'name:' line to rewrite")
+        (folder / f"{name}.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def check_spec_folder(folder: Path, expected: int) -> None:
+    """Fail unless the library loads exactly ``expected`` valid specs from ``folder`` (the scenario is real)."""
+    from airflow_mlops.specs import load_specs
+
+    loaded = load_specs(folder)
+    if loaded.errors or len(loaded.specs) != expected:
+        errors = "\n".join(str(e) for e in loaded.errors)
+        raise RuntimeError(f"{folder}: expected {expected} valid specs, got {len(loaded.specs)}\n{errors}")
+
+
+def sample_env(state: Path, models_dir: Path | None) -> dict[str, str]:
+    """A child's environment: the caller's minus ``AIRFLOW*``/``MLOPS_*``, state under ``state``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_ISOLATED_PREFIXES)}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(state / "airflow"),
+            "MLOPS_HOME": str(state / "mlops"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+        }
+    )
+    if models_dir is not None:
+        env["MLOPS_MODELS_DIR"] = str(models_dir)
+    return env
+
+
+def sample(condition: Condition, state: Path) -> ProbeResult:
+    """Parse ``condition.file`` once in a fresh interpreter; the probe's JSON result."""
+    out = state / "sample.json"
+    out.unlink(missing_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-P", str(PROBE), str(condition.file), str(out)],
+        env=sample_env(state, condition.models_dir),
+        cwd=state,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(
+            f"parse probe failed for {condition.label} (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-3000:]}"
+        )
+    return cast(ProbeResult, json.loads(out.read_text()))
+
+
+def measure(conditions: list[Condition], samples: int, state: Path, warmup_rounds: int = 1) -> dict[str, Samples]:
+    """``samples`` parses of every condition, interleaved round by round after ``warmup_rounds``."""
+    results = {c.key: Samples() for c in conditions}
+    rounds = warmup_rounds + samples
+    for round_no in range(rounds):
+        counted = round_no >= warmup_rounds
+        for condition in conditions:
+            raw = sample(condition, state)
+            got = results[condition.key]
+            got.dags, got.tasks, got.import_errors = raw["dags"], raw["tasks"], raw["import_errors"]
+            if counted:
+                got.durations.append(raw["duration_s"])
+                got.warmups.append(raw["warmup_s"])
+            tag = f"{round_no - warmup_rounds + 1}/{samples}" if counted else "warm-up"
+            print(f"[{NAME}] {tag:>7} {condition.label}: {raw['duration_s']:.3f} s", file=sys.stderr)
+    return results
+
+
+def _verdict(ok: bool, errors: dict[str, str]) -> str:
+    if errors:
+        return "ERROR (import error)"
+    return "PASS" if ok else "MISS"
+
+
+def render(files: list[Path], results: dict[str, Samples], samples: int) -> str:
+    """The markdown of the ``parse_cost`` section."""
+    stub = results["stub"]
+    warmup = statistics.median(w for s in results.values() for w in s.warmups)
+    lines = [
+        "## DAG file parse cost",
+        "",
+        machine_info(),
+        "",
+        f"`FileLoadStat.duration` from Airflow's `DagBag` (what the DAG processor records per file), median of "
+        f"{samples} fresh interpreters per row after one discarded warm-up round, conditions interleaved. Each "
+        f"interpreter first imports `airflow.dag_processing.processor` (Airflow, Task SDK, `DagBag`; median "
+        f"{warmup:.2f} s, not counted), then parses exactly one file. The stub is a one-`@task` DAG "
+        f"(`schedule=None`) importing only `airflow.sdk`.",
+        "",
+        "### Per DAG file",
+        "",
+        "| file | DAGs | tasks | median (s) | min-max (s) | ratio to stub | target | result |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        f"| stub (one `@task`) | {stub.dags} | {stub.tasks} | {stub.median:.3f} | {stub.spread} | 1.00x | - | - |",
+    ]
+    for f in files:
+        got = results[f"file:{f}"]
+        ratio = got.median / stub.median
+        ok = got.median <= MAX_SECONDS and ratio <= MAX_STUB_RATIO
+        lines.append(
+            f"| `dags/{f.relative_to(DAGS_DIR)}` | {got.dags} | {got.tasks} | {got.median:.3f} | {got.spread} "
+            f"| {ratio:.2f}x | <= {MAX_SECONDS} s and <= {MAX_STUB_RATIO}x stub | {_verdict(ok, got.import_errors)} |"
+        )
+    lines += [
+        "",
+        f"### With {N_SPECS} model specs",
+        "",
+        f"`MLOPS_MODELS_DIR` holding {N_SPECS} copies of `include/models/flight_delay.yaml` (`model_00` .. "
+        f"`model_{N_SPECS - 1:02d}`) against the same folder holding only `flight_delay.yaml`.",
+        "",
+        f"| file | DAGs (1 -> {N_SPECS} specs) | median, 1 spec (s) | median, {N_SPECS} specs (s) "
+        f"| ratio {N_SPECS}/1 | target | result |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for f in files:
+        one, many = results[f"one:{f}"], results[f"many:{f}"]
+        ratio = many.median / one.median
+        errors = one.import_errors | many.import_errors
+        lines.append(
+            f"| `dags/{f.relative_to(DAGS_DIR)}` | {one.dags} -> {many.dags} | {one.median:.3f} | {many.median:.3f} "
+            f"| {ratio:.2f}x | <= {MAX_SPEC_RATIO}x | {_verdict(ratio <= MAX_SPEC_RATIO, errors)} |"
+        )
+    errors = {k: v for s in results.values() for k, v in s.import_errors.items()}
+    if errors:
+        lines += ["", "Import errors:", ""]
+        lines += [f"- `{path}`: {msg.strip().splitlines()[-1]}" for path, msg in sorted(errors.items())]
+    return "\n".join(lines)
+
+
+def run(samples: int | None = None) -> str:
+    """Measure, write the ``parse_cost`` section of ``BENCHMARKS.md`` and return its markdown."""
+    samples = samples or int(os.environ.get("BENCH_SAMPLES", DEFAULT_SAMPLES))
+    files = dag_files()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-parse-cost-") as raw:
+        tmp = Path(raw)
+        stub_dir = tmp / "stub"
+        stub_dir.mkdir()
+        stub = stub_dir / "parse_cost_stub.py"
+        stub.write_text(STUB_DAG, encoding="utf-8")
+        one_spec = write_spec_folder(tmp / "models-1", 1)
+        many_specs = write_spec_folder(tmp / f"models-{N_SPECS}", N_SPECS)
+        check_spec_folder(one_spec, 1)
+        check_spec_folder(many_specs, N_SPECS)
+        state = tmp / "state"
+        state.mkdir()
+
+        conditions = [Condition("stub", "stub", stub)]
+        for f in files:
+            rel = f.relative_to(DAGS_DIR)
+            conditions += [
+                Condition(f"file:{f}", f"dags/{rel}", f),
+                Condition(f"one:{f}", f"dags/{rel} (1 spec)", f, one_spec),
+                Condition(f"many:{f}", f"dags/{rel} ({N_SPECS} specs)", f, many_specs),
+            ]
+        results = measure(conditions, samples, state)
+    markdown = render(files, results, samples)
+    write_section(NAME, markdown)
+    print(f"[{NAME}] done in {time.monotonic() - started:.0f} s; wrote the '{NAME}' section of BENCHMARKS.md")
+    print(markdown)
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m tests.benchmarks.bench_parse_cost [--samples N]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=None, help=f"samples per condition (default {DEFAULT_SAMPLES})")
+    args = parser.parse_args(argv)
+    run(args.samples)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

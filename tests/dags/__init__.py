@@ -1,0 +1,1 @@
+"""DAG integrity, policy and parse-cost hygiene tests (no servers)."""
