@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 ADMIN_USER = "admin"
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 TERMINAL_RUN_STATES = {"success", "failed"}
+#: How often :meth:`AirflowApi.create_backfill` asks again while SQLite answers "database is locked".
+BACKFILL_ATTEMPTS = 8
 
 
 class AirflowRuntimeError(RuntimeError):
@@ -270,15 +272,25 @@ class AirflowApi:
             max_active_runs=max_active_runs,
             reprocess_behavior=self._client_mod.ReprocessBehavior.COMPLETED,
         )
-        from airflow_client.client.exceptions import ConflictException
+        from airflow_client.client.exceptions import ConflictException, ServiceException
 
-        try:
-            return int(self._client_mod.BackfillApi(self.api_client).create_backfill(body).id)
-        except ConflictException as exc:
-            raise AirflowRuntimeError(
-                f"{dag_id}: Airflow refused the backfill ({exc.body or exc.reason}); "
-                "a DAG runs one backfill at a time, wait for the current one or cancel it in the UI"
-            ) from None
+        api = self._client_mod.BackfillApi(self.api_client)
+        for attempt in range(BACKFILL_ATTEMPTS):
+            try:
+                return int(api.create_backfill(body).id)
+            except ConflictException as exc:
+                raise AirflowRuntimeError(
+                    f"{dag_id}: Airflow refused the backfill ({exc.body or exc.reason}); "
+                    "a DAG runs one backfill at a time, wait for the current one or cancel it in the UI"
+                ) from None
+            except ServiceException as exc:
+                # On the embedded SQLite database Airflow answers 503 "Database is locked" while the
+                # scheduler holds the write lock; the creation rolled back, so asking again is safe.
+                if "locked" not in str(exc.body) or attempt == BACKFILL_ATTEMPTS - 1:
+                    raise AirflowRuntimeError(f"{dag_id}: backfill not created: {exc.status} {exc.body}") from None
+                log.info("%s: database locked, retrying the backfill (%d/%d)", dag_id, attempt + 1, BACKFILL_ATTEMPTS)
+                time.sleep(min(2**attempt, 10))
+        raise AssertionError("unreachable")
 
     def wait_for_backfills(self, dag_id: str, timeout: float = 300) -> None:
         """Wait until no backfill of ``dag_id`` is running (Airflow allows one at a time per DAG)."""

