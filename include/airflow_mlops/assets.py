@@ -21,3 +21,13 @@ def _asset(subject: str, stage: str) -> Asset:
 def landed(dataset: str) -> Asset:
     """A day of ``dataset`` landed in the landing zone (extra: partition, rows, paths)."""
     return _asset(dataset, "landed")
+
+
+def validated(dataset: str) -> Asset:
+    """A day of ``dataset`` passed its suites and is in the validated zone (extra: partition, rows, result)."""
+    return _asset(dataset, "validated")
+
+
+def features(dataset: str) -> Asset:
+    """A day's feature tables of ``dataset`` were built and materialized online (extra: partition, rows)."""
+    return _asset(dataset, "features")

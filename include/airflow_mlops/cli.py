@@ -79,6 +79,7 @@ def ingest(start: date, end: date, dataset: str) -> None:
 def status_report() -> dict[str, Any]:
     """What ``airflow-mlops status`` shows: state folder, tracking URI, models, endpoints, data."""
     from airflow_mlops.airflow_runtime import running_airflow
+    from airflow_mlops.gate import list_quarantine
     from airflow_mlops.specs import load_specs
 
     settings = get_settings()
@@ -110,6 +111,7 @@ def status_report() -> dict[str, Any]:
         "endpoints": endpoints,
         "airflow": {"pid": airflow.pid, "url": airflow.url, "log": str(airflow.log_path)} if airflow else None,
         "landing": partitions,
+        "quarantine": [f"{b.dataset} date={b.partition}" for b in list_quarantine(settings=settings)],
     }
 
 
@@ -134,6 +136,54 @@ def status(as_json: bool) -> None:
         console.print(f"[bold]endpoint {name}[/]   {url}")
     for table, info in report["landing"].items():
         console.print(f"[bold]landed {table}[/]     {info['count']} day(s), {info['first']} .. {info['last']}")
+    if report["quarantine"]:
+        console.print("[bold red]quarantined[/]        " + ", ".join(report["quarantine"]))
+
+
+@main.group()
+def quarantine() -> None:
+    """Batches that failed validation: list them, release them after a fix."""
+
+
+@quarantine.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def quarantine_list(as_json: bool) -> None:
+    """Every quarantined partition with its files and failed expectations."""
+    from dataclasses import asdict
+
+    from airflow_mlops.gate import list_quarantine
+
+    batches = list_quarantine()
+    if as_json:
+        click.echo(json.dumps([asdict(batch) for batch in batches], indent=2))
+        return
+    if not batches:
+        console.print("Quarantine is empty.")
+    for batch in batches:
+        console.print(f"[bold]{batch.dataset} date={batch.partition}[/]  {batch.path}  ({', '.join(batch.files)})")
+        for failure in batch.failures:
+            console.print(f"  [red]-[/] {failure}")
+
+
+@quarantine.command("release")
+@click.argument("dataset")
+@click.argument("day", metavar="DATE", callback=_parse_day)
+def quarantine_release(dataset: str, day: date) -> None:
+    """Validate a fixed quarantined batch again; publish it to the validated zone if it passes.
+
+    Fix the files in the quarantine folder first (see `airflow-mlops quarantine list`). Afterwards clear
+    the day's `build_features` task (with downstream) in the Airflow UI so features and the online store
+    follow.
+    """
+    from airflow_mlops.gate import BatchRejected, release
+    from airflow_mlops.validation import ValidationError
+
+    try:
+        published = release(dataset, day)
+    except (BatchRejected, ValidationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"Released {dataset} date={day.isoformat()}: published {published.rows} to the validated zone.")
+    console.print(f"Next: clear build_features of ingest_{dataset} for {day.isoformat()} (downstream included).")
 
 
 @main.group()

@@ -14,7 +14,9 @@ Landing zone layout (Hive-style, one file per table and day, readable by DuckDB,
 
 Writes are atomic (written aside, then ``os.replace``) and idempotent: a re-run of a day replaces that
 day's files and touches nothing else. A day without any row of a required table is an error, and in
-that case nothing is written, so a good partition landed earlier stays as it was.
+that case nothing is written, so a good partition landed earlier stays as it was. A delivered file that
+cannot be read at all is quarantined as it arrived (:func:`airflow_mlops.gate.quarantine_unreadable`)
+and the day fails with :class:`airflow_mlops.gate.BatchRejected`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ class IngestError(RuntimeError):
 
 class SourceError(IngestError):
     """The source has no data for the day, or its files cannot be read."""
+
+
+class UnreadableFileError(SourceError):
+    """A delivered file exists but cannot be parsed (truncated, garbled, wrong format); carries its bytes."""
+
+    def __init__(self, message: str, *, table: str, filename: str, raw: bytes) -> None:
+        super().__init__(message)
+        self.table = table
+        self.filename = filename
+        self.raw = raw
 
 
 class EmptyPartitionError(IngestError):
@@ -137,7 +149,14 @@ class FileSource:
             with filesystem.open_input_stream(path) as stream:
                 return pd.read_csv(io.BytesIO(stream.read()))
         except Exception as exc:  # any parser error: name the file and the reason, keep the cause
-            raise SourceError(f"cannot read {shown}.{ext}: {type(exc).__name__}: {exc}") from exc
+            with filesystem.open_input_stream(path) as stream:
+                raw = stream.read()
+            raise UnreadableFileError(
+                f"cannot read {shown}.{ext}: {type(exc).__name__}: {exc}",
+                table=table,
+                filename=f"{table}.{ext}",
+                raw=raw,
+            ) from exc
 
 
 def make_source(spec: str, settings: Settings | None = None) -> Source:
@@ -233,7 +252,18 @@ def land_partition(
     source = source or make_source(settings.source(dataset), settings)
 
     # Read everything first: if any table fails or is empty, nothing is written.
-    frames = {table: source.read(table, day) for table in layout.tables}
+    try:
+        frames = {table: source.read(table, day) for table in layout.tables}
+    except UnreadableFileError as exc:
+        from airflow_mlops.gate import BatchRejected, quarantine_unreadable
+
+        where = quarantine_unreadable(dataset, day, exc.table, exc.raw, exc.filename, str(exc), settings=settings)
+        raise BatchRejected(
+            f"{dataset} date={day.isoformat()}: {exc}\n  the delivery was quarantined in {where}; nothing was "
+            "landed and the validated zone, features and online store were not touched. Deliver a corrected "
+            "file and clear this run.",
+            where,
+        ) from exc
     for table in layout.required:
         if frames[table].empty:
             raise EmptyPartitionError(

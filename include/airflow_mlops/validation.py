@@ -6,13 +6,15 @@ the suite of that table (``airflow_mlops.suites.<dataset>``) in an ephemeral GX 
 expectation type, column, unexpected count and a few sample values. :meth:`ValidationReport.summary_text`
 is what a failing task prints.
 
-The full GX result (plus the report) is written per partition, atomically, to::
+The full GX result (plus the report) is written per partition, atomically, with the GX Data Docs page
+of each table (rendered by GX's own renderer) beside it::
 
     $MLOPS_DATA_DIR/validation/<dataset>/date=YYYY-MM-DD/result.json
+    $MLOPS_DATA_DIR/validation/<dataset>/date=YYYY-MM-DD/<table>.html
 
 A file that cannot be read (missing, truncated, not parquet) gives a failed report naming the file and the
 reason, never a bare stack trace. This module moves no data: publishing to the validated zone and
-quarantining are the caller's next step.
+quarantining are :mod:`airflow_mlops.gate`'s.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class ValidationReport:
     tables: tuple[TableSummary, ...]
     failures: tuple[Failure, ...]
     result_path: str
+    #: GX Data Docs page (HTML) of each validated table, keyed by table.
+    docs: dict[str, str] = field(default_factory=dict)
 
     def summary_text(self) -> str:
         """A multi-line summary for task logs and error messages."""
@@ -107,6 +111,7 @@ class ValidationReport:
             lines.append(f"  {len(self.failures)} failed:")
             lines += [f"  - {failure.line()}" for failure in self.failures]
         lines.append(f"  result: {self.result_path}")
+        lines += [f"  data docs ({table}): {path}" for table, path in self.docs.items()]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +135,7 @@ def build_suites(dataset: str, day: date) -> dict[str, ExpectationSuite]:
 
 def result_path(settings: Settings, dataset: str, day: date) -> Path:
     """Where the validation result JSON of a partition is kept."""
-    return settings.data_dir / "validation" / dataset / f"date={day.isoformat()}" / RESULT_FILE
+    return settings.validation_dir / dataset / f"date={day.isoformat()}" / RESULT_FILE
 
 
 def _context() -> AbstractDataContext:
@@ -209,15 +214,23 @@ def _validate_table(
     return batch.validate(suite, result_format={"result_format": "SUMMARY"})
 
 
-def _write_json_atomic(payload: dict[str, Any], path: Path) -> None:
+def _write_text_atomic(text: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _data_docs_html(result: ExpectationSuiteValidationResult) -> str:
+    """The GX Data Docs page of one validation result, rendered by GX's own renderer."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return str(DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result)))
 
 
 def validate_partition(dataset: str, day: date, *, settings: Settings | None = None) -> ValidationReport:
@@ -236,9 +249,11 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
     if missing:
         raise ValidationError(f"suites of {dataset!r} have no suite for table(s): {', '.join(missing)}")
 
+    out = result_path(settings, dataset, day)
     summaries: list[TableSummary] = []
     failures: list[Failure] = []
     raw: dict[str, Any] = {}
+    docs: dict[str, str] = {}
     for table in layout.tables:
         path = partition_path(settings.landing_dir, table, day)
         try:
@@ -257,6 +272,9 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
             raw[table] = {"success": False, "error": message}
             continue
         result = _validate_table(context, table, frame, suites[table])
+        html_path = out.with_name(f"{table}.html")
+        _write_text_atomic(_data_docs_html(result), html_path)
+        docs[table] = str(html_path)
         table_failures = _failures(table, result)
         failures += table_failures
         summaries.append(
@@ -270,7 +288,6 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
         )
         raw[table] = result.to_json_dict()
 
-    out = result_path(settings, dataset, day)
     report = ValidationReport(
         dataset=dataset,
         partition=day.isoformat(),
@@ -278,7 +295,8 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
         tables=tuple(summaries),
         failures=tuple(failures),
         result_path=str(out),
+        docs=docs,
     )
-    _write_json_atomic({"report": report.to_dict(), "great_expectations": raw}, out)
+    _write_text_atomic(json.dumps({"report": report.to_dict(), "great_expectations": raw}, indent=2, default=str), out)
     log.info("%s", report.summary_text())
     return report

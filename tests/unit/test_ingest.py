@@ -7,6 +7,7 @@ against what the code under test read, so a wrong filter or a lossy round trip c
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_mlops.gate import BatchRejected
 from airflow_mlops.ingest import (
     PART_FILE,
     EmptyPartitionError,
@@ -27,6 +29,7 @@ from airflow_mlops.ingest import (
     LandingResult,
     Nycflights13Source,
     SourceError,
+    UnreadableFileError,
     days,
     land_partition,
     land_range,
@@ -262,12 +265,21 @@ def test_unreadable_table_writes_nothing_and_keeps_the_good_partition(
     write_partition(root, OTHER_DAY, {"flights": nyc.day("flights", OTHER_DAY)})
     (root / f"date={OTHER_DAY.isoformat()}" / "weather.parquet").write_bytes(b"\x00garbage\xff")
 
-    for day in (DAY, OTHER_DAY):
-        with pytest.raises(SourceError) as info:
+    for day, garbage in ((DAY, b"PAR1 this is not parquet at all"), (OTHER_DAY, b"\x00garbage\xff")):
+        with pytest.raises(BatchRejected) as info:
             land_partition("flights", day, source=source, settings=settings)
         message = str(info.value)
         assert f"{root}/date={day.isoformat()}/weather.parquet" in message
-        assert isinstance(info.value.__cause__, Exception)
+        assert isinstance(info.value.__cause__, UnreadableFileError)
+        assert isinstance(info.value.__cause__.__cause__, Exception)  # the parser's own error is kept
+        # The delivery is quarantined byte for byte, with a result naming the reason.
+        quarantined = info.value.quarantine
+        assert quarantined == settings.quarantine_dir / "flights" / f"date={day.isoformat()}"
+        assert (quarantined / "weather.parquet").read_bytes() == garbage
+        result = json.loads((quarantined / "result.json").read_text())["report"]
+        assert result["success"] is False
+        assert result["failures"][0]["expectation"] == "readable_file"
+        assert "weather.parquet" in result["failures"][0]["message"]
 
     assert snapshot(settings.landing_dir) == good
     assert not (settings.landing_dir / "flights" / f"date={OTHER_DAY.isoformat()}").exists()
