@@ -80,6 +80,7 @@ def status_report() -> dict[str, Any]:
     """What ``airflow-mlops status`` shows: state folder, tracking URI, models, endpoints, data."""
     from airflow_mlops.airflow_runtime import running_airflow
     from airflow_mlops.gate import list_quarantine
+    from airflow_mlops.ingest import PART_FILE
     from airflow_mlops.specs import load_specs
 
     settings = get_settings()
@@ -88,7 +89,7 @@ def status_report() -> dict[str, Any]:
     partitions = {}
     if settings.landing_dir.is_dir():
         for table_dir in sorted(p for p in settings.landing_dir.iterdir() if p.is_dir()):
-            days = sorted(p.name.removeprefix("date=") for p in table_dir.glob("date=*") if p.is_dir())
+            days = sorted(p.parent.name.removeprefix("date=") for p in table_dir.glob(f"date=*/{PART_FILE}"))
             partitions[table_dir.name] = {
                 "count": len(days),
                 "first": days[0] if days else None,

@@ -12,10 +12,11 @@ and then, for each table of the dataset:
   GX Data Docs HTML) and raises :class:`BatchRejected` with a readable summary. The validated zone, the
   feature tables and the online store are not touched, so whatever was good before stays as it was::
 
-      $MLOPS_DATA_DIR/quarantine/<dataset>/date=YYYY-MM-DD/{<table>.parquet|csv, result.json, <table>.html}
+      $MLOPS_DATA_DIR/quarantine/<dataset>/date=YYYY-MM-DD/{<table>.parquet, result.json, <table>.html}
 
 A delivery that cannot even be read (truncated, garbled, wrong format) is quarantined by the land step
-with :func:`quarantine_unreadable` and fails the same way.
+with :func:`quarantine_unreadable`, as it arrived, under ``raw/`` of the same folder, and fails the same
+way. A day that passes later (fixed delivery, or release) clears its quarantine folder.
 
 After fixing a batch, :func:`release` moves it back to the landing zone and runs the gate again: it is
 published if it now passes, or quarantined again with the new result.
@@ -23,6 +24,7 @@ published if it now passes, or quarantined again with the new result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +41,9 @@ from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.validation import RESULT_FILE, ValidationError, ValidationReport, validate_partition
 
 log = logging.getLogger(__name__)
+
+#: Subfolder of a quarantine holding a delivery exactly as it arrived because it could not be read.
+RAW_DIR = "raw"
 
 
 class BatchRejected(RuntimeError):
@@ -119,6 +124,10 @@ def publish(dataset: str, day: date, report: ValidationReport, *, settings: Sett
         raise
     for tmp, target in staged:
         os.replace(tmp, target)
+    stale = quarantine_path(settings, dataset, day)
+    if stale.exists():  # an earlier rejected delivery of this day, now superseded by a good one
+        shutil.rmtree(stale)
+        log.info("removed the superseded quarantine %s", stale)
     rows = {table.table: int(table.rows or 0) for table in report.tables}
     log.info("published %s date=%s to %s: %s", dataset, day, settings.validated_dir, rows)
     return Published(
@@ -140,6 +149,8 @@ def quarantine(dataset: str, day: date, report: ValidationReport, *, settings: S
         landed = partition_path(settings.landing_dir, table, day)
         if landed.exists():
             os.replace(landed, staging / f"{table}.parquet")
+        with contextlib.suppress(OSError):  # the day's folder, if now empty
+            landed.parent.rmdir()
     result = Path(report.result_path)
     if result.exists():
         shutil.copyfile(result, staging / RESULT_FILE)
@@ -165,7 +176,8 @@ def quarantine_unreadable(
     settings = settings or get_settings()
     target = quarantine_path(settings, dataset, day)
     staging = _stage_dir(target)
-    (staging / filename).write_bytes(raw)
+    (staging / RAW_DIR).mkdir()
+    (staging / RAW_DIR / filename).write_bytes(raw)
     result = {
         "report": {
             "dataset": dataset,
@@ -225,7 +237,9 @@ def list_quarantine(*, settings: Settings | None = None) -> list[QuarantinedBatc
                 dataset=folder.parent.name,
                 partition=folder.name.removeprefix("date="),
                 path=str(folder),
-                files=tuple(sorted(p.name for p in folder.iterdir() if p.suffix in (".parquet", ".csv"))),
+                files=tuple(
+                    sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in (".parquet", ".csv"))
+                ),
                 failures=tuple(failures),
             )
         )
@@ -245,7 +259,7 @@ def release(dataset: str, day: date, *, settings: Settings | None = None) -> Pub
     tables = _layout_tables(dataset)
     present = {table for table in tables if (folder / f"{table}.parquet").exists()}
     if not present:
-        raw = sorted(p.name for p in folder.iterdir() if p.name != RESULT_FILE and not p.name.endswith(".html"))
+        raw = sorted(p.name for p in (folder / RAW_DIR).glob("*"))
         raise ValidationError(
             f"{folder} holds no landed parquet ({', '.join(raw) or 'nothing'}): the delivery itself could not be "
             "read; put a corrected file in the source and clear the run instead"

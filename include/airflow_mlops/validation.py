@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -161,10 +162,21 @@ def _read(path: Path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None, so the JSON written is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
+
+
 def _jsonable(value: Any) -> Any:
-    """Samples as plain JSON values (numpy scalars and timestamps become Python values or text)."""
+    """Samples as plain JSON values (numpy scalars and timestamps become Python values or text; NaN None)."""
     try:
-        return json.loads(json.dumps(value, default=str))
+        return _strict(json.loads(json.dumps(value, default=str)))
     except (TypeError, ValueError):
         return str(value)
 
@@ -297,6 +309,7 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
         result_path=str(out),
         docs=docs,
     )
-    _write_text_atomic(json.dumps({"report": report.to_dict(), "great_expectations": raw}, indent=2, default=str), out)
+    payload = _strict(json.loads(json.dumps({"report": report.to_dict(), "great_expectations": raw}, default=str)))
+    _write_text_atomic(json.dumps(payload, indent=2, allow_nan=False), out)
     log.info("%s", report.summary_text())
     return report

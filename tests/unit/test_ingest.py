@@ -275,7 +275,7 @@ def test_unreadable_table_writes_nothing_and_keeps_the_good_partition(
         # The delivery is quarantined byte for byte, with a result naming the reason.
         quarantined = info.value.quarantine
         assert quarantined == settings.quarantine_dir / "flights" / f"date={day.isoformat()}"
-        assert (quarantined / "weather.parquet").read_bytes() == garbage
+        assert (quarantined / "raw" / "weather.parquet").read_bytes() == garbage
         result = json.loads((quarantined / "result.json").read_text())["report"]
         assert result["success"] is False
         assert result["failures"][0]["expectation"] == "readable_file"
