@@ -223,7 +223,7 @@ def _validate_table(
     source = context.data_sources.add_pandas(name=f"{table}-{uuid.uuid4().hex}")
     asset = source.add_dataframe_asset(name=table)
     batch = asset.add_batch_definition_whole_dataframe("partition").get_batch(batch_parameters={"dataframe": frame})
-    return batch.validate(suite, result_format={"result_format": "SUMMARY"})
+    return batch.validate(suite, result_format={"result_format": "BASIC"})
 
 
 def _write_text_atomic(text: str, path: Path) -> None:
