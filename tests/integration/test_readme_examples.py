@@ -70,3 +70,24 @@ def test_readme_python_client_example(airflow_server: AirflowServer, airflow_use
     states = api.wait_for_runs("ingest_flights", date(2013, 1, 11), date(2013, 1, 12), timeout=600)
     assert set(states.values()) == {"success"}
     assert partition_path(load_settings().landing_dir, "weather", date(2013, 1, 12)).exists()
+
+
+@pytest.mark.integration
+def test_readme_features_example(airflow_server: AirflowServer, airflow_user: str, airflow_password: str):
+    """The SDK lookup of the README answers from the online store the DAG runs materialized."""
+    api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
+    api.wait_for_backfills("ingest_flights")
+    states = api.wait_for_runs("ingest_flights", date(2013, 1, 8), date(2013, 1, 12), timeout=600)
+    assert set(states.values()) == {"success"}
+    done = subprocess.run(
+        [sys.executable, "-c", readme_block("features")],
+        env=_env(airflow_server, airflow_password),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    known, unknown = done.stdout.strip().splitlines()[-2:]
+    rate, temp, seats = known.split()
+    assert 0.0 <= float(rate) <= 1.0 and float(temp) > -40 and int(seats) > 0, known
+    assert unknown == "None None"

