@@ -303,6 +303,27 @@ def _backfill(server: Any, dag_id: str, start: date, end: date, wait: bool) -> d
     return states
 
 
+def _show_features(settings: Any, day: date) -> None:
+    """Print an online lookup of ``flight_delay_v1`` for the first flight of ``day`` (what serving will see)."""
+    import pandas as pd
+
+    from airflow_mlops.features import FeatureError, online_features
+    from airflow_mlops.ingest import partition_path
+
+    path = partition_path(settings.validated_dir, "flights", day)
+    if not path.exists():
+        return
+    flight = pd.read_parquet(path, columns=["origin", "carrier", "tailnum"]).dropna().iloc[0].to_dict()
+    try:
+        [row] = online_features([flight])
+    except FeatureError as exc:
+        console.print(f"[yellow]Online features not available yet:[/] {exc}")
+        return
+    shown = {key: row[key] for key in ("temp", "wind_speed", "carrier_delay_rate_7d", "plane_seats") if key in row}
+    console.print(f"Features       flight_delay_v1 for {flight}: {shown}")
+    console.print(f"Feature tables {settings.features_dir}  (see feature_repo/README.md for lookups over HTTP)")
+
+
 @main.command()
 @click.option("--port", type=int, default=8080, show_default=True, help="Airflow UI port (a free one if busy)")
 @click.option("--start", default="2013-01-01", callback=_parse_day, show_default=True)
@@ -329,6 +350,7 @@ def demo(port: int, start: date, end: date, stop: bool) -> None:
         f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'})"
     )
     console.print(f"Runs           {server.url}/dags/ingest_flights/runs")
+    _show_features(settings, end)
     console.print(f"Airflow log    {server.log_path}")
     console.print("Status         .venv/bin/airflow-mlops status")
     if stop:
