@@ -209,6 +209,11 @@ def _health(url: str) -> str:
 
 def stop_airflow(pid: int, timeout: float = 60) -> None:
     """Stop the process group started by :func:`start_airflow`: SIGTERM, then SIGKILL after ``timeout``."""
+    stop_process_group(pid, timeout)
+
+
+def stop_process_group(pid: int, timeout: float = 60) -> None:
+    """Stop a server the project started in its own session (process group ``pid``): SIGTERM, then SIGKILL."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:

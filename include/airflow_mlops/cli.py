@@ -360,5 +360,13 @@ def demo(port: int, start: date, end: date, stop: bool) -> None:
         console.print("Stop Airflow   make stop   (or .venv/bin/airflow-mlops airflow stop)")
 
 
+def _register_subgroups() -> None:
+    from airflow_mlops.mlflow_runtime import mlflow_group
+
+    main.add_command(mlflow_group, "mlflow")
+
+
+_register_subgroups()
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
