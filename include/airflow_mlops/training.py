@@ -1,0 +1,609 @@
+"""Training: the point-in-time training set of a model spec, and the fit.
+
+:func:`build_training_set` reads the validated flights of the spec's window (``window_days`` days ending on
+``window_end``), builds the entity frame (:func:`airflow_mlops.features.flight_entities`), joins the features of
+the spec's Feast feature service point-in-time (:func:`airflow_mlops.features.historical_features`), adds the
+request-time columns the spec lists (from the schedule itself: ``month``, ``hour``, ``day_of_week``,
+``distance``, ``carrier``, ``origin``, ``dest`` ...) and derives the label with the spec's target rule. The split
+is by time only: the last ``holdout_days`` days of the window are the holdout.
+
+Every validated flight of the window becomes one row, identified by a stable ``row_id``
+(``YYYYMMDD * 1_000_000 + position in the day``), so the same flight has the same id in every window. The label
+follows the spec's rule, for which a missing value (a cancelled flight has no ``dep_delay``) is negative; how
+many rows that concerns is recorded as ``rows_without_target``.
+
+:class:`TrainingSet` is saved as ``training_set.parquet`` + ``training_set.json`` in a folder
+(:meth:`TrainingSet.save`, :meth:`TrainingSet.load`), so Airflow tasks pass a path, never a frame. Its train and
+holdout digests (sha256 of the model-ready rows) identify the data in MLflow and in the idempotency key.
+
+:func:`fit` fits a scikit-learn pipeline on the train rows and scores the holdout. Categorical columns are
+ordinal-encoded with unseen categories (and missing values) mapped to NaN, which the tree models treat as
+missing, so a new airport or carrier at serving time is never an error; the HistGradientBoosting model treats
+the encoded columns as native categorical features. The model input is :func:`model_input`: numeric columns as
+float64, categorical ones as object with NaN for missing (the same conversion serving must apply).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.datasets import DATASETS
+from airflow_mlops.features import TIMESTAMP, flight_entities, historical_features
+from airflow_mlops.ingest import partition_path
+from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.specs import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from airflow_mlops.evaluation import Scores
+
+log = logging.getLogger(__name__)
+
+ROW_ID = "row_id"
+SPLIT = "split"
+TRAIN = "train"
+HOLDOUT = "holdout"
+#: The validated partition (day) a row comes from, ISO date.
+PARTITION = "partition_date"
+#: ``row_id = YYYYMMDD * ROW_ID_DAY_FACTOR + position of the flight in its day``.
+ROW_ID_DAY_FACTOR = 1_000_000
+#: A window must have validated data for at least this share of its days.
+MIN_DAY_COVERAGE = 0.5
+FRAME_FILE = "training_set.parquet"
+META_FILE = "training_set.json"
+#: Categories beyond this many per column are grouped as infrequent (HistGradientBoosting allows < max_bins).
+MAX_CATEGORIES = 250
+
+#: Columns of the flights table that are only known after departure: never usable as features.
+POST_DEPARTURE = {
+    "flights": ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"),
+}
+
+
+def _day_of_week(flights: pd.DataFrame) -> pd.Series:
+    import pandas as pd
+
+    local = pd.to_datetime(pd.DataFrame({"year": flights["year"], "month": flights["month"], "day": flights["day"]}))
+    return local.dt.dayofweek.astype("float64")  # Monday = 0
+
+
+def _day_of_year(flights: pd.DataFrame) -> pd.Series:
+    import pandas as pd
+
+    local = pd.to_datetime(pd.DataFrame({"year": flights["year"], "month": flights["month"], "day": flights["day"]}))
+    return local.dt.dayofyear.astype("float64")
+
+
+def _minute_of_day(flights: pd.DataFrame) -> pd.Series:
+    return (flights["hour"] * 60 + flights["minute"]).astype("float64")
+
+
+#: Request-time features derived from the schedule (local date and time of the scheduled departure).
+DERIVED_FEATURES: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+    "day_of_week": _day_of_week,
+    "day_of_year": _day_of_year,
+    "minute_of_day": _minute_of_day,
+}
+
+
+class TrainingError(RuntimeError):
+    """A training set cannot be built or a model cannot be fitted; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A point-in-time training set: one row per validated flight of the window, split by time.
+
+    ``frame`` holds ``row_id``, ``event_timestamp`` (scheduled departure, UTC), ``partition_date``, ``split``
+    (``train``/``holdout``), the entity keys, the slice columns, the features (``numeric`` then ``categorical``)
+    and the label (``target``).
+    """
+
+    frame: pd.DataFrame
+    model: str
+    dataset: str
+    feature_service: str
+    target: str
+    target_rule: str
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    window_start: date
+    window_end: date
+    holdout_start: date
+    train_digest: str
+    holdout_digest: str
+    days: tuple[str, ...]
+    missing_days: tuple[str, ...] = ()
+    rows_without_target: int = 0
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Model input columns, in model order (numeric, then categorical)."""
+        return (*self.numeric, *self.categorical)
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.frame.loc[self.frame[SPLIT] == TRAIN].reset_index(drop=True)
+
+    @property
+    def holdout(self) -> pd.DataFrame:
+        return self.frame.loc[self.frame[SPLIT] == HOLDOUT].reset_index(drop=True)
+
+    def meta(self) -> dict[str, Any]:
+        """JSON-able description (everything but the frame), with row counts and positive rates."""
+        raw = {k: v for k, v in asdict(replace(self, frame=None)).items() if k != "frame"}  # type: ignore[arg-type]
+        for key in ("window_start", "window_end", "holdout_start"):
+            raw[key] = raw[key].isoformat()
+        for key in ("numeric", "categorical", "days", "missing_days"):
+            raw[key] = list(raw[key])
+        split = self.frame[SPLIT]
+        label = self.frame[self.target]
+        raw["rows"] = {TRAIN: int((split == TRAIN).sum()), HOLDOUT: int((split == HOLDOUT).sum())}
+        raw["positive_rate"] = {
+            name: float(label[split == name].mean()) if (split == name).any() else None for name in (TRAIN, HOLDOUT)
+        }
+        return raw
+
+    def summary(self) -> dict[str, Any]:
+        """Short JSON-able summary for logs and XCom: window, rows, digests, features."""
+        meta = self.meta()
+        return {
+            key: meta[key]
+            for key in (
+                "model",
+                "feature_service",
+                "window_start",
+                "window_end",
+                "holdout_start",
+                "rows",
+                "positive_rate",
+                "train_digest",
+                "holdout_digest",
+                "missing_days",
+                "numeric",
+                "categorical",
+            )
+        }
+
+    def save(self, path: Path | str) -> Path:
+        """Write ``training_set.parquet`` and ``training_set.json`` into the folder ``path`` (atomically each)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        frame_tmp = folder / f".{FRAME_FILE}.{uuid.uuid4().hex}.tmp"
+        meta_tmp = folder / f".{META_FILE}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(pa.Table.from_pandas(self.frame, preserve_index=False), frame_tmp, compression="zstd")
+            meta_tmp.write_text(json.dumps(self.meta(), indent=2, sort_keys=True), encoding="utf-8")
+            os.replace(frame_tmp, folder / FRAME_FILE)
+            os.replace(meta_tmp, folder / META_FILE)
+        finally:
+            frame_tmp.unlink(missing_ok=True)
+            meta_tmp.unlink(missing_ok=True)
+        return folder
+
+    @classmethod
+    def load(cls, path: Path | str) -> TrainingSet:
+        """Read a training set written by :meth:`save`; the digests are checked against the data."""
+        import pyarrow.parquet as pq
+
+        folder = Path(path)
+        meta_path, frame_path = folder / META_FILE, folder / FRAME_FILE
+        if not meta_path.exists() or not frame_path.exists():
+            raise TrainingError(f"no training set at {folder}: expected {FRAME_FILE} and {META_FILE}")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        frame = pq.read_table(frame_path).to_pandas()
+        for column in frame.columns:  # parquet gives None for missing strings; the frame had NaN
+            if frame[column].dtype == object:
+                frame[column] = _categorical(frame[column])
+        loaded = cls(
+            frame=frame,
+            model=meta["model"],
+            dataset=meta["dataset"],
+            feature_service=meta["feature_service"],
+            target=meta["target"],
+            target_rule=meta["target_rule"],
+            numeric=tuple(meta["numeric"]),
+            categorical=tuple(meta["categorical"]),
+            window_start=date.fromisoformat(meta["window_start"]),
+            window_end=date.fromisoformat(meta["window_end"]),
+            holdout_start=date.fromisoformat(meta["holdout_start"]),
+            train_digest=meta["train_digest"],
+            holdout_digest=meta["holdout_digest"],
+            days=tuple(meta["days"]),
+            missing_days=tuple(meta["missing_days"]),
+            rows_without_target=int(meta["rows_without_target"]),
+            validation=meta.get("validation") or {},
+        )
+        train, holdout = _digests(frame, loaded.numeric, loaded.categorical, loaded.target)
+        if (train, holdout) != (loaded.train_digest, loaded.holdout_digest):
+            raise TrainingError(f"training set at {folder}: the data does not match the digests of {META_FILE}")
+        return loaded
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted pipeline, its scores on the holdout (and on the train rows) and how long the fit took."""
+
+    model: Pipeline
+    scores: Scores
+    train_scores: Scores
+    fit_seconds: float
+    algorithm: str
+    params: dict[str, Any]
+    seed: int
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training set
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _categorical(values: pd.Series) -> pd.Series:
+    """Strings as Python objects, every kind of missing value as NaN (what the encoders expect)."""
+    import numpy as np
+
+    # ``where`` alone would turn an all-missing column into float64, which the encoders refuse.
+    return values.astype(object).where(values.notna(), np.nan).astype(object)
+
+
+def model_input(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
+    """The model's input columns of ``frame``: ``numeric`` as float64, then ``categorical`` as object/NaN."""
+    import pandas as pd
+
+    missing = [c for c in (*numeric, *categorical) if c not in frame.columns]
+    if missing:
+        raise TrainingError(f"frame lacks the model input columns {', '.join(missing)}")
+    data = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in numeric}
+    data.update({c: _categorical(frame[c]) for c in categorical})
+    return pd.DataFrame(data, index=frame.index)
+
+
+def model_columns(model: Any) -> tuple[list[str], list[str]]:
+    """The ``(numeric, categorical)`` input columns of a pipeline built by :func:`build_pipeline`."""
+    encode = getattr(model, "named_steps", {}).get("encode")
+    groups = {name: list(columns) for name, _, columns in getattr(encode, "transformers_", [])}
+    if "numeric" not in groups and "categorical" not in groups:
+        raise TrainingError("not a fitted airflow_mlops pipeline: no fitted 'encode' step with numeric/categorical")
+    return groups.get("numeric", []), groups.get("categorical", [])
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    """sha256 of a frame's values and column names/dtypes (row order matters; the index does not)."""
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _digests(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str], target: str) -> tuple[str, str]:
+    columns = model_input(frame, numeric, categorical)
+    columns.insert(0, ROW_ID, frame[ROW_ID].to_numpy())
+    columns[target] = frame[target].to_numpy()
+    split = frame[SPLIT].to_numpy()
+    return _digest(columns.loc[split == TRAIN]), _digest(columns.loc[split == HOLDOUT])
+
+
+def _validation_summary(settings: Settings, dataset: str, days: Sequence[date]) -> dict[str, Any]:
+    """What the validation gate recorded for the window's days (``result.json`` per partition), if anything."""
+    passed: list[str] = []
+    failed: list[str] = []
+    without: list[str] = []
+    for day in days:
+        path = settings.validation_dir / dataset / f"date={day.isoformat()}" / "result.json"
+        try:
+            report = json.loads(path.read_text(encoding="utf-8")).get("report", {})
+        except (OSError, ValueError):
+            without.append(day.isoformat())
+            continue
+        (passed if report.get("success") else failed).append(day.isoformat())
+    return {
+        "days": len(days),
+        "passed": len(passed),
+        "failed": failed,
+        "without_result": len(without),
+        "results_dir": str(settings.validation_dir / dataset),
+    }
+
+
+def _schedule_feature(flights: pd.DataFrame, name: str, spec: ModelSpec) -> pd.Series:
+    if name == spec.target.column:
+        raise TrainingError(f"{spec.name}: feature {name!r} is the target column ({spec.target.rule}); remove it")
+    if name in POST_DEPARTURE.get(spec.dataset, ()):
+        raise TrainingError(
+            f"{spec.name}: feature {name!r} is only known after departure (leaks the outcome); "
+            f"request-time features are schedule columns or one of {', '.join(sorted(DERIVED_FEATURES))}"
+        )
+    if name in DERIVED_FEATURES:
+        return DERIVED_FEATURES[name](flights)
+    if name in flights.columns:
+        return flights[name]
+    raise TrainingError(
+        f"{spec.name}: feature {name!r} is neither a column of the validated {spec.dataset} table nor a derived "
+        f"feature ({', '.join(sorted(DERIVED_FEATURES))})"
+    )
+
+
+def _table(spec: ModelSpec) -> str:
+    """The table whose rows are the examples: the dataset's first required table (``flights``)."""
+    return DATASETS[spec.dataset].required[0]
+
+
+def _read_window(
+    settings: Settings, spec: ModelSpec, days: Sequence[date]
+) -> tuple[list[tuple[date, pd.DataFrame]], list[date]]:
+    import pyarrow.parquet as pq
+
+    present: list[tuple[date, pd.DataFrame]] = []
+    missing: list[date] = []
+    for day in days:
+        path = partition_path(settings.validated_dir, _table(spec), day)
+        if not path.exists():
+            missing.append(day)
+            continue
+        try:
+            present.append((day, pq.read_table(path).to_pandas()))
+        except Exception as exc:
+            raise TrainingError(f"cannot read validated partition {path}: {type(exc).__name__}: {exc}") from exc
+    return present, missing
+
+
+def _missing_message(settings: Settings, spec: ModelSpec, missing: Sequence[date], limit: int = 5) -> str:
+    shown = [str(partition_path(settings.validated_dir, _table(spec), day)) for day in missing[:limit]]
+    more = f" and {len(missing) - limit} more" if len(missing) > limit else ""
+    return ", ".join(shown) + more
+
+
+def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings | None = None) -> TrainingSet:
+    """The point-in-time training set of ``spec`` for the window ending on ``window_end`` (see the module doc).
+
+    Missing validated days are listed in ``missing_days`` (and logged); it is an error (naming the expected
+    partition files) when the window has no validated day, when its train part or its holdout has none, or when
+    fewer than half of its days are there.
+    """
+    import numpy as np
+    import pandas as pd
+
+    settings = settings or get_settings()
+    start = window_end - timedelta(days=spec.training.window_days - 1)
+    holdout_start = window_end - timedelta(days=spec.training.holdout_days - 1)
+    days = [start + timedelta(days=n) for n in range(spec.training.window_days)]
+    window = f"{start.isoformat()}..{window_end.isoformat()}"
+
+    present, missing = _read_window(settings, spec, days)
+    if not present:
+        raise TrainingError(
+            f"{spec.name}: no validated {spec.dataset} partition in the window {window}: expected "
+            f"{_missing_message(settings, spec, missing)}; run the daily chain (land, validate) for these days first"
+        )
+    holdout_days = [d for d, _ in present if d >= holdout_start]
+    train_days = [d for d, _ in present if d < holdout_start]
+    if not holdout_days or not train_days:
+        part = "holdout" if not holdout_days else "train part"
+        absent = [d for d in missing if (d >= holdout_start) == (not holdout_days)]
+        raise TrainingError(
+            f"{spec.name}: the {part} of the window {window} has no validated {spec.dataset} day: expected "
+            f"{_missing_message(settings, spec, absent)}"
+        )
+    if len(present) < MIN_DAY_COVERAGE * len(days):
+        raise TrainingError(
+            f"{spec.name}: only {len(present)} of the {len(days)} days of the window {window} are validated "
+            f"(at least {MIN_DAY_COVERAGE:.0%} needed); missing: {_missing_message(settings, spec, missing)}"
+        )
+    if missing:
+        log.warning(
+            "%s: %s of %s days of %s have no validated partition: %s",
+            spec.name,
+            len(missing),
+            len(days),
+            window,
+            _missing_message(settings, spec, missing),
+        )
+
+    parts = []
+    for day, frame in present:
+        if len(frame) >= ROW_ID_DAY_FACTOR:
+            raise TrainingError(f"{spec.name}: {day} has {len(frame)} rows, more than row ids can number")
+        base = int(day.strftime("%Y%m%d")) * ROW_ID_DAY_FACTOR
+        parts.append(
+            frame.reset_index(drop=True).assign(
+                **{ROW_ID: np.arange(base, base + len(frame), dtype="int64"), PARTITION: day.isoformat()}
+            )
+        )
+    flights = pd.concat(parts, ignore_index=True)
+    if spec.target.column not in flights.columns:
+        raise TrainingError(
+            f"{spec.name}: the target rule {spec.target.rule!r} needs column {spec.target.column!r}, which the "
+            f"validated {spec.dataset} table lacks"
+        )
+    schedule = {name: _schedule_feature(flights, name, spec) for name in spec.features}  # refuse bad names early
+
+    entities = flight_entities(flights)
+    joined = historical_features(entities, service=spec.feature_service, settings=settings)
+    if not np.array_equal(joined[ROW_ID].to_numpy(), flights[ROW_ID].to_numpy()):
+        raise TrainingError(f"{spec.name}: the feature join returned rows out of order")  # sorted by row_id
+    feast_columns = [c for c in joined.columns if c not in entities.columns]
+
+    frame = pd.DataFrame({ROW_ID: flights[ROW_ID], TIMESTAMP: joined[TIMESTAMP], PARTITION: flights[PARTITION]})
+    frame[SPLIT] = np.where(flights[PARTITION] >= holdout_start.isoformat(), HOLDOUT, TRAIN)
+    for key in (*spec.entity_keys, *spec.quality.slices):
+        if key not in frame.columns and key in flights.columns:
+            frame[key] = _categorical(flights[key])
+    features: dict[str, pd.Series] = dict(schedule)
+    for name in feast_columns:
+        if name in features:
+            raise TrainingError(
+                f"{spec.name}: feature {name!r} is listed in the spec and also served by {spec.feature_service}"
+            )
+        features[name] = joined[name]
+    numeric = tuple(n for n, s in features.items() if pd.api.types.is_numeric_dtype(s) or s.dtype == bool)
+    categorical = tuple(n for n in features if n not in numeric)
+    frame = pd.concat(
+        [
+            frame.drop(columns=[c for c in features if c in frame.columns]),
+            model_input(pd.DataFrame(features), numeric, categorical),
+        ],
+        axis=1,
+    )
+    target_values = flights[spec.target.column]
+    frame[spec.target.name] = spec.target.apply(target_values).astype("int64").to_numpy()
+    train_digest, holdout_digest = _digests(frame, numeric, categorical, spec.target.name)
+    training_set = TrainingSet(
+        frame=frame,
+        model=spec.name,
+        dataset=spec.dataset,
+        feature_service=spec.feature_service,
+        target=spec.target.name,
+        target_rule=spec.target.rule,
+        numeric=numeric,
+        categorical=categorical,
+        window_start=start,
+        window_end=window_end,
+        holdout_start=holdout_start,
+        train_digest=train_digest,
+        holdout_digest=holdout_digest,
+        days=tuple(d.isoformat() for d, _ in present),
+        missing_days=tuple(d.isoformat() for d in missing),
+        rows_without_target=int(target_values.isna().sum()),
+        validation=_validation_summary(settings, spec.dataset, [d for d, _ in present]),
+    )
+    log.info("%s: training set %s", spec.name, json.dumps(training_set.summary()))
+    return training_set
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fit
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _ordinal_encoder(unknown: float) -> Any:
+    from sklearn.preprocessing import OrdinalEncoder
+
+    return OrdinalEncoder(
+        handle_unknown="use_encoded_value",
+        unknown_value=unknown,
+        encoded_missing_value=unknown,
+        max_categories=MAX_CATEGORIES,
+        dtype=float,
+    )
+
+
+def build_pipeline(
+    algorithm: str, params: dict[str, Any], seed: int, numeric: Sequence[str], categorical: Sequence[str]
+) -> Pipeline:
+    """The unfitted scikit-learn pipeline of ``algorithm`` over ``numeric`` then ``categorical`` columns.
+
+    Unseen and missing categories become NaN (tree models: missing values), or, for logistic regression, an
+    all-zero one-hot row; missing numbers are native NaN for the trees and the median for logistic regression.
+    """
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric, categorical = list(numeric), list(categorical)
+    if algorithm == "logistic_regression":
+        encode = ColumnTransformer(
+            [
+                ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+                (
+                    "categorical",
+                    make_pipeline(
+                        SimpleImputer(strategy="constant", fill_value="__missing__"),
+                        OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20),
+                    ),
+                    categorical,
+                ),
+            ],
+            verbose_feature_names_out=False,
+        )
+        estimator: Any = LogisticRegression(**{"max_iter": 1000, **params, "random_state": seed})
+    else:
+        encode = ColumnTransformer(
+            [("numeric", "passthrough", numeric), ("categorical", _ordinal_encoder(np.nan), categorical)],
+            verbose_feature_names_out=False,
+        )
+        if algorithm == "hist_gradient_boosting":
+            mask = [False] * len(numeric) + [True] * len(categorical)
+            estimator = HistGradientBoostingClassifier(
+                **{**params, "categorical_features": mask if categorical else None, "random_state": seed}
+            )
+        elif algorithm == "random_forest":
+            estimator = RandomForestClassifier(
+                **{"n_estimators": 200, "min_samples_leaf": 20, **params, "random_state": seed}
+            )
+        else:
+            raise TrainingError(f"unknown algorithm {algorithm!r}")
+    return Pipeline([("encode", encode), ("model", estimator)])
+
+
+def fit(spec: ModelSpec, training_set: TrainingSet) -> FitResult:
+    """Fit the spec's algorithm on the train rows of ``training_set`` and score its holdout.
+
+    Deterministic for a given ``spec.algorithm.seed`` (the same data gives the same predictions).
+    """
+    import numpy as np
+
+    from airflow_mlops.evaluation import score
+
+    train = training_set.train
+    if train.empty or training_set.holdout.empty:
+        raise TrainingError(f"{spec.name}: the training set needs train and holdout rows")
+    labels = train[training_set.target].to_numpy()
+    if len(np.unique(labels)) < 2:
+        raise TrainingError(f"{spec.name}: the train rows have a single class ({training_set.target}={labels[0]})")
+    algorithm = spec.algorithm
+    try:
+        pipeline = build_pipeline(
+            algorithm.name, dict(algorithm.params), algorithm.seed, training_set.numeric, training_set.categorical
+        )
+    except TypeError as exc:
+        raise TrainingError(f"{spec.name}: invalid params for {algorithm.name}: {exc}") from exc
+    started = time.perf_counter()
+    try:
+        pipeline.fit(model_input(train, training_set.numeric, training_set.categorical), labels)
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"{spec.name}: fitting {algorithm.name} failed: {exc}") from exc
+    seconds = time.perf_counter() - started
+    scores = score(pipeline, training_set.holdout, spec)
+    train_scores = score(pipeline, train, spec, slices=False)
+    log.info(
+        "%s: fitted %s in %.1f s on %s rows: holdout AUC %.4f (train %.4f)",
+        spec.name,
+        algorithm.name,
+        seconds,
+        len(train),
+        scores.auc,
+        train_scores.auc,
+    )
+    estimator = pipeline.named_steps["model"]
+    params = {k: v for k, v in estimator.get_params().items() if k != "categorical_features"}
+    return FitResult(
+        model=pipeline,
+        scores=scores,
+        train_scores=train_scores,
+        fit_seconds=seconds,
+        algorithm=algorithm.name,
+        params=params,
+        seed=algorithm.seed,
+    )
