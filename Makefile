@@ -20,7 +20,7 @@ install:  ## build .venv from requirements.lock and install the project (editabl
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
 	$(UV) pip check --python $(BIN)/python
 
-demo: install  ## start Airflow, backfill January 2013 through the REST API, print where to look
+demo: install  ## start Airflow, backfill Jan-Feb 2013 via the REST API, train the first champion, print where to look
 	$(BIN)/airflow-mlops demo
 
 test: install  ## the whole test suite (unit, DAG, integration against real servers)

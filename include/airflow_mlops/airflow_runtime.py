@@ -313,6 +313,18 @@ class AirflowApi:
         body = self._client_mod.TriggerDAGRunPostBody(logical_date=logical_date, conf=conf or {})
         return str(self._client_mod.DagRunApi(self.api_client).trigger_dag_run(dag_id, body).dag_run_id)
 
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 1800) -> str:
+        """Wait until one run has finished; return its state (``success`` or ``failed``)."""
+        runs = self._client_mod.DagRunApi(self.api_client)
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = str(runs.get_dag_run(dag_id, run_id).state.value)
+            if state in TERMINAL_RUN_STATES:
+                return state
+            time.sleep(2)
+        raise AirflowRuntimeError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s (last state {state})")
+
     def runs(self, dag_id: str, start: date, end: date) -> dict[str, str]:
         """State of each run whose logical date falls in ``start``..``end``, keyed by day (ISO)."""
         response = self._client_mod.DagRunApi(self.api_client).get_dag_runs(

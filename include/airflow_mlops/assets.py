@@ -31,3 +31,13 @@ def validated(dataset: str) -> Asset:
 def features(dataset: str) -> Asset:
     """A day's feature tables of ``dataset`` were built and materialized online (extra: partition, rows)."""
     return _asset(dataset, "features")
+
+
+def drift(model: str) -> Asset:
+    """Monitoring of ``model`` says retrain (extra: reasons, report path, figures)."""
+    return _asset(model, "drift")
+
+
+def trained(model: str) -> Asset:
+    """A new version of ``model`` was registered and gated (extra: version, decision, reasons)."""
+    return _asset(model, "trained")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import click
@@ -327,16 +327,18 @@ def _show_features(settings: Any, day: date) -> None:
 @main.command()
 @click.option("--port", type=int, default=8080, show_default=True, help="Airflow UI port (a free one if busy)")
 @click.option("--start", default="2013-01-01", callback=_parse_day, show_default=True)
-@click.option("--end", default="2013-01-31", callback=_parse_day, show_default=True)
+@click.option("--end", default="2013-02-28", callback=_parse_day, show_default=True)
+@click.option("--model", default="flight_delay", show_default=True, help="model to train once the data is in")
 @click.option("--stop/--keep-running", default=False, show_default=True, help="stop Airflow at the end")
-def demo(port: int, start: date, end: date, stop: bool) -> None:
-    """Start Airflow, backfill the flights feed over START..END through the REST API, and say where to look."""
+def demo(port: int, start: date, end: date, model: str, stop: bool) -> None:
+    """Start Airflow, backfill the flights chain over START..END, train the first champion, say where to look."""
     from airflow_mlops.airflow_runtime import stop_airflow
 
     settings = get_settings()
     began = datetime.now()
     server = _ensure_airflow(port)
     states = _backfill(server, "ingest_flights", start, end, wait=True)
+    outcome = _train_through_airflow(server, model, end)
     report = status_report()
     landed = report["landing"].get("flights", {})
     minutes = (datetime.now() - began).total_seconds() / 60
@@ -349,8 +351,10 @@ def demo(port: int, start: date, end: date, stop: bool) -> None:
         f"Airflow UI     {server.url}  (user admin, password in "
         f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'})"
     )
-    console.print(f"Runs           {server.url}/dags/ingest_flights/runs")
+    console.print(f"Runs           {server.url}/dags/ingest_flights/runs  and  {server.url}/dags/train_{model}/runs")
     _show_features(settings, end)
+    console.print(outcome)
+    console.print(f"MLflow UI      {_mlflow_ui_command(settings)}  then http://127.0.0.1:5000")
     console.print(f"Airflow log    {server.log_path}")
     console.print("Status         .venv/bin/airflow-mlops status")
     if stop:
@@ -358,6 +362,78 @@ def demo(port: int, start: date, end: date, stop: bool) -> None:
         console.print("Airflow stopped.")
     else:
         console.print("Stop Airflow   make stop   (or .venv/bin/airflow-mlops airflow stop)")
+
+
+def _mlflow_ui_command(settings: Any) -> str:
+    from airflow_mlops.mlflow_runtime import ui_command
+
+    return ui_command(settings)
+
+
+def _train_through_airflow(server: Any, model: str, window_end: date) -> str:
+    """Trigger ``train_<model>`` for the window ending ``window_end`` over the REST API; describe the champion."""
+    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, AirflowRuntimeError, day_start
+
+    api = AirflowApi.login(server.url, ADMIN_USER, server.password())
+    dag_id = f"train_{model}"
+    run_day = window_end + timedelta(days=1)
+    console.print(f"Training {model} on the window ending {window_end}: {server.url}/dags/{dag_id}")
+    try:
+        run_id = api.trigger(dag_id, day_start(run_day), conf={"window_end": window_end.isoformat()})
+        state = api.wait_for_run(dag_id, run_id, timeout=1800)
+    except AirflowRuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if state != "success":
+        raise click.ClickException(f"{dag_id} run {run_id} {state}; see {server.url}/dags/{dag_id}/runs/{run_id}")
+    return _champion_text(model)
+
+
+def _champion_text(model: str) -> str:
+    from airflow_mlops.pipeline import model_spec
+    from airflow_mlops.registry import RegistryError, aliases, champion
+
+    try:
+        spec = model_spec(model)
+        ref = champion(spec)
+        if ref is None:
+            return f"Champion       none yet for {model} (the gate kept the challenger out; see its model card)"
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
+        run = client.get_run(ref.run_id)
+        auc = run.data.metrics.get("holdout.auc")
+        shown = f"holdout AUC {auc:.3f}; " if auc is not None else ""
+        where = f"{shown}run {ref.run_id}; aliases {aliases(spec)}"
+        return f"Champion       {model}@champion = version {ref.version} ({where})"
+    except RegistryError as exc:
+        return f"Champion       unknown: {exc}"
+
+
+@main.command()
+@click.argument("model")
+@click.option("--window-end", callback=_parse_day, default=None, help="last day of the window (default: latest)")
+@click.option("--force", is_flag=True, help="train again even if this data and spec were already trained")
+def train(model: str, window_end: date | None, force: bool) -> None:
+    """Train MODEL in this process (same stages as the train DAG): set, fit, register, gate, promote."""
+    from airflow_mlops.pipeline import PipelineError, latest_validated_day, model_spec
+    from airflow_mlops.registry import RegistryError
+    from airflow_mlops.registry import train as run_training
+    from airflow_mlops.training import TrainingError
+
+    settings = get_settings()
+    try:
+        end = window_end or latest_validated_day(model_spec(model, settings), settings)
+        if end is None:
+            raise click.ClickException("no validated data yet: run the ingest DAG (or `make demo`) first")
+        with console.status(f"training {model} on the window ending {end}"):
+            outcome = run_training(model, end, force=force, settings=settings)
+    except (PipelineError, RegistryError, TrainingError) as exc:
+        raise click.ClickException(str(exc)) from None
+    verdict = "promoted to @champion" if outcome.promoted else "not promoted"
+    console.print(f"{model} version {outcome.ref.version}: {verdict}")
+    for reason in outcome.decision.reasons:
+        console.print(f"  - {reason}")
+    console.print(_champion_text(model))
 
 
 def _register_subgroups() -> None:

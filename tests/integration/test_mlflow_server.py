@@ -35,6 +35,7 @@ from airflow_mlops.mlflow_runtime import (
     stop_mlflow,
 )
 from airflow_mlops.settings import Settings, load_settings
+from tests.integration.conftest import fresh_postgres_database
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 
@@ -58,10 +59,17 @@ def pg_settings(pg_home: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def pg_server(pg_settings: Settings, pg_home: Path, postgres_database: str) -> Iterator[MlflowServer]:
+def mlflow_database() -> Iterator[str]:
+    """A PostgreSQL database of the module's own for the MLflow store."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_server(pg_settings: Settings, pg_home: Path, mlflow_database: str) -> Iterator[MlflowServer]:
     """One ``mlflow server`` for the module: PostgreSQL store, artifacts proxied into ``<tmp>/artifacts``."""
     began = time.monotonic()
-    server = start_mlflow(settings=pg_settings, backend_uri=postgres_database, artifacts=pg_home / "artifacts")
+    server = start_mlflow(settings=pg_settings, backend_uri=mlflow_database, artifacts=pg_home / "artifacts")
     print(f"mlflow server (PostgreSQL store) healthy after {time.monotonic() - began:.1f}s")
     try:
         yield server
@@ -102,7 +110,7 @@ def _flights_frame(rows: int = 80) -> tuple[pd.DataFrame, pd.Series]:
 @pytest.mark.integration
 @pytest.mark.filterwarnings("ignore:Hint. Inferred schema contains integer column:UserWarning")
 def test_registry_round_trip_through_the_server(
-    tracking: str, pg_server: MlflowServer, pg_home: Path, postgres_database: str
+    tracking: str, pg_server: MlflowServer, pg_home: Path, mlflow_database: str
 ) -> None:
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
@@ -159,7 +167,7 @@ def test_registry_round_trip_through_the_server(
     assert not (pg_home / "mlartifacts").exists()
 
     # The store is the PostgreSQL database, not a file next to the server.
-    engine = sa.create_engine(postgres_database)
+    engine = sa.create_engine(mlflow_database)
     try:
         with engine.connect() as conn:
             names = conn.execute(sa.text("SELECT name FROM registered_models")).scalars().all()

@@ -1,0 +1,117 @@
+"""
+### `train_<model>`: training set -> fit -> register -> gate -> promote
+
+One DAG per model spec (`include/models/<model>.yaml`), generated from the spec.
+
+**When it runs**: new features of the model's dataset (the `<dataset>.features` asset), a drift event
+from monitoring (the `<model>.drift` asset), the spec's optional cron (`training.schedule`), or on
+request (UI *Trigger*, `POST /api/v2/dags/train_<model>/dagRuns`) with params `window_end`
+(`YYYY-MM-DD`, default: the latest validated day) and `force` (train again even if the same data
+and spec were already trained; it never bypasses the gate). `max_active_runs=1`.
+
+1. **training_set**: point-in-time training set from Feast over the spec's window; the last
+   `holdout_days` days are the holdout.
+2. **register**: fits the scikit-learn pipeline, logs the MLflow run (params, metrics, slices, data
+   window, digests, feature service, git sha, this DAG and run id as tags) and registers the version
+   with alias `@challenger`. A re-run of the same training registers no duplicate.
+3. **gate**: scores challenger and `@champion` on the same holdout with the spec's rules; writes the
+   decision and reasons to the run and to its model card. A rejected challenger stops here: the task
+   log says **not promoted** with the reasons and `promote` is skipped.
+4. **promote**: moves `@champion` to the new version; the old champion keeps `@previous`. Emits
+   `<model>.trained`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from airflow_mlops import assets
+from airflow_mlops.dag_helpers import default_args
+from airflow_mlops.specs import ModelSpec, load_specs
+
+
+def build_train_dag(spec: ModelSpec) -> None:
+    """One ``train_<model>`` DAG for ``spec``."""
+    trigger = assets.features(spec.dataset) | assets.drift(spec.name)
+    schedule = trigger
+    if spec.training.schedule:
+        schedule = AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(spec.training.schedule, timezone="UTC"), assets=trigger
+        )
+    trained_asset = assets.trained(spec.name)
+
+    @dag(
+        dag_id=f"train_{spec.name}",
+        doc_md=__doc__,
+        description=spec.description.strip()[:200] if spec.description else None,
+        schedule=schedule,
+        start_date=datetime(2013, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["mlops", "train", spec.name],
+        default_args=default_args(),
+        params={
+            "window_end": Param(None, type=["null", "string"], format="date", description="last day of the window"),
+            "force": Param(False, type="boolean", description="train again on the same data and spec"),
+        },
+    )
+    def train() -> None:
+        @task(multiple_outputs=False)
+        def training_set(*, params=None, triggering_asset_events=None, run_id: str | None = None) -> dict[str, object]:
+            """Build and save the point-in-time training set of the window."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from airflow_mlops.pipeline import prepare_training_set
+
+            prepared = prepare_training_set(
+                spec.name,
+                params.get("window_end") if params else None,
+                triggering_events=_event_extras(triggering_asset_events),
+                run_id=run_id,
+            )
+            if "skip" in prepared:
+                raise AirflowSkipException(str(prepared["skip"]))
+            return prepared
+
+        @task(multiple_outputs=False)
+        def register(prepared: dict[str, object], *, params=None, dag_run=None) -> dict[str, object]:
+            """Fit, log the MLflow run and register the version as @challenger."""
+            from airflow_mlops.pipeline import fit_and_register
+
+            tags = {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id}
+            return fit_and_register(spec.name, prepared, tags=tags, force=bool(params and params.get("force")))
+
+        @task.short_circuit(ignore_downstream_trigger_rules=True)
+        def gate(prepared: dict[str, object], version: dict[str, object]) -> bool:
+            """Challenger vs champion on the same holdout; False (not promoted) skips what follows."""
+            from airflow_mlops.pipeline import decide_version
+
+            return decide_version(spec.name, prepared, version).promote
+
+        @task(outlets=[trained_asset], multiple_outputs=False)
+        def promote(version: dict[str, object], *, outlet_events=None) -> dict[str, object]:
+            """Move @champion to the new version; the old champion keeps @previous."""
+            from airflow_mlops.pipeline import promote_version
+
+            promoted = promote_version(spec.name, version)
+            outlet_events[trained_asset].extra = promoted
+            return promoted
+
+        prepared = training_set()
+        version = register(prepared)
+        gate(prepared, version) >> promote(version)
+
+    train()
+
+
+def _event_extras(events: object) -> list[dict[str, object]]:
+    """The extras of the asset events that triggered this run (empty for manual or timed runs)."""
+    if not events:
+        return []
+    return [dict(event.extra or {}) for queue in events.values() for event in queue]
+
+
+for _spec in load_specs().specs.values():
+    build_train_dag(_spec)

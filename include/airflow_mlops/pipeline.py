@@ -1,0 +1,184 @@
+"""The stages of ``train_<model>`` as JSON-in, JSON-out functions, one per Airflow task.
+
+Tasks pass small dicts through XCom; the training set itself goes through a folder under
+``$MLOPS_HOME/training/<model>/window_end=YYYY-MM-DD/`` (parquet + JSON, digests checked on load).
+Each function is a thin adapter over :mod:`airflow_mlops.training` and :mod:`airflow_mlops.registry`,
+so the same stages run in one plain Python process (:func:`airflow_mlops.registry.train`) or as tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.datasets import DATASETS
+from airflow_mlops.ingest import partition_path
+from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.specs import ModelSpec, load_specs
+
+if TYPE_CHECKING:
+    from airflow_mlops.evaluation import GateDecision
+
+log = logging.getLogger(__name__)
+
+
+class PipelineError(RuntimeError):
+    """A stage cannot run: unknown model, no data for the window; the message says which."""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """An asset-triggered run that has nothing to do yet (the reason goes to the task log)."""
+
+    reason: str
+
+
+def model_spec(name: str, settings: Settings | None = None) -> ModelSpec:
+    """The valid spec called ``name``; an invalid or missing one fails with its file and field."""
+    specs = load_specs(settings.models_dir if settings else None)
+    if name in specs.specs:
+        return specs.specs[name]
+    errors = "; ".join(str(e) for e in specs.errors)
+    raise PipelineError(f"no valid model spec {name!r} (known: {', '.join(sorted(specs.specs)) or 'none'}). {errors}")
+
+
+def _main_table(spec: ModelSpec) -> str:
+    """The table whose rows are the model's examples: the dataset's first required table."""
+    return DATASETS[spec.dataset].required[0]
+
+
+def latest_validated_day(spec: ModelSpec, settings: Settings) -> date | None:
+    """The most recent day whose main table passed validation."""
+    folder = settings.validated_dir / _main_table(spec)
+    days = sorted(p.parent.name.removeprefix("date=") for p in folder.glob("date=*/part-0.parquet"))
+    return date.fromisoformat(days[-1]) if days else None
+
+
+def window_days(spec: ModelSpec, window_end: date) -> list[date]:
+    """The days of the training window ending on ``window_end``."""
+    return [window_end - timedelta(days=n) for n in range(spec.training.window_days - 1, -1, -1)]
+
+
+def missing_days(spec: ModelSpec, window_end: date, settings: Settings) -> list[date]:
+    """Days of the window without validated flights (cheap: file checks only)."""
+    return [
+        d
+        for d in window_days(spec, window_end)
+        if not partition_path(settings.validated_dir, _main_table(spec), d).exists()
+    ]
+
+
+def resolve_window_end(
+    spec: ModelSpec, requested: str | None, events: list[dict[str, Any]], settings: Settings
+) -> date | Skip:
+    """The window end of a run: the ``window_end`` param, else the newest partition of the triggering
+    events, else the latest validated day. Asset-triggered runs whose window is not complete yet skip
+    (a backfill emits one event per day; training on half a window helps nobody)."""
+    if requested:
+        try:
+            return date.fromisoformat(str(requested))
+        except ValueError:
+            raise PipelineError(f"param window_end={requested!r} is not a date (YYYY-MM-DD)") from None
+    partitions = sorted(str(e["partition"]) for e in events if e.get("partition"))
+    windows = sorted(str(e["window_end"]) for e in events if e.get("window_end"))
+    candidates = windows or partitions
+    if candidates:
+        end = date.fromisoformat(candidates[-1])
+        gaps = missing_days(spec, end, settings)
+        if gaps:
+            return Skip(
+                f"window {window_days(spec, end)[0]}..{end} is not complete yet: {len(gaps)} day(s) without "
+                f"validated flights (first {gaps[0]}); the run that completes it will train"
+            )
+        return end
+    latest = latest_validated_day(spec, settings)
+    if latest is None:
+        raise PipelineError(f"no validated flights under {settings.validated_dir}; land and validate data first")
+    return latest
+
+
+def training_dir(settings: Settings, model: str, window_end: date) -> Path:
+    """Where the training set of a window is kept for the tasks after it."""
+    return settings.home / "training" / model / f"window_end={window_end.isoformat()}"
+
+
+def prepare_training_set(
+    model: str,
+    window_end: str | None,
+    *,
+    triggering_events: list[dict[str, Any]] | None = None,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Task ``training_set``: build and save the window's training set; ``{"skip": reason}`` if not due."""
+    from airflow_mlops.training import build_training_set
+
+    settings = settings or get_settings()
+    spec = model_spec(model, settings)
+    end = resolve_window_end(spec, window_end, triggering_events or [], settings)
+    if isinstance(end, Skip):
+        log.info("%s: nothing to train: %s", model, end.reason)
+        return {"skip": end.reason}
+    training_set = build_training_set(spec, end, settings=settings)
+    folder = training_set.save(training_dir(settings, model, end))
+    summary = training_set.summary()
+    log.info("%s: training set of %s saved in %s (run %s)", model, summary["window_end"], folder, run_id)
+    return {"path": str(folder), **summary}
+
+
+def fit_and_register(
+    model: str,
+    prepared: dict[str, Any],
+    *,
+    tags: dict[str, str] | None = None,
+    force: bool = False,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Task ``register``: fit on the saved set, log the run, register the version as @challenger.
+
+    The same training (same data, spec and seed) already registered is returned without fitting again,
+    unless ``force``: a retry after an MLflow outage leaves no duplicate version.
+    """
+    from airflow_mlops.registry import existing_version, train_and_register
+    from airflow_mlops.training import TrainingSet, fit
+
+    settings = settings or get_settings()
+    spec = model_spec(model, settings)
+    training_set = TrainingSet.load(prepared["path"])
+    ref = None if force else existing_version(spec, training_set, settings=settings)
+    if ref is None:
+        ref = train_and_register(
+            spec, training_set, fit(spec, training_set), tags=dict(tags or {}), force=force, settings=settings
+        )
+    log.info("%s: version %s (run %s, new: %s)", model, ref.version, ref.run_id, ref.created)
+    return ref.to_dict()
+
+
+def decide_version(
+    model: str, prepared: dict[str, Any], version: dict[str, Any], *, settings: Settings | None = None
+) -> GateDecision:
+    """Task ``gate``: challenger vs @champion on the same holdout; the decision and reasons go to the log."""
+    from airflow_mlops.registry import ModelVersionRef, decide
+    from airflow_mlops.training import TrainingSet
+
+    settings = settings or get_settings()
+    spec = model_spec(model, settings)
+    ref = ModelVersionRef.from_dict(version)
+    decision = decide(spec, ref, TrainingSet.load(prepared["path"]), settings=settings)
+    verdict = "promoted" if decision.promote else "not promoted"
+    log.info("%s version %s: %s\n  %s", model, ref.version, verdict, "\n  ".join(decision.reasons))
+    return decision
+
+
+def promote_version(model: str, version: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """Task ``promote``: @champion to this version, the old champion to @previous; returns the aliases."""
+    from airflow_mlops.registry import ModelVersionRef, aliases, promote
+
+    settings = settings or get_settings()
+    spec = model_spec(model, settings)
+    ref = ModelVersionRef.from_dict(version)
+    promote(spec, ref, settings=settings)
+    return {"model": model, "version": ref.version, "run_id": ref.run_id, "aliases": aliases(spec, settings)}

@@ -1,0 +1,82 @@
+"""``train_flight_delay`` end to end through a real Airflow, with the embedded MLflow of the session.
+
+The session's spec (conftest) has a 14-day window, so two weeks of real January 2013 data, landed,
+validated and materialized by ``ingest_flights``, make a complete window.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+import pytest
+from mlflow import MlflowClient
+
+from airflow_mlops.airflow_runtime import AirflowApi, AirflowServer, day_start
+from airflow_mlops.settings import load_settings
+
+INGEST = "ingest_flights"
+TRAIN = "train_flight_delay"
+FIRST, LAST = date(2013, 1, 1), date(2013, 1, 14)
+
+
+def _wait_run(api: AirflowApi, run_id: str, timeout: float = 900) -> str:
+    client = api._client_mod
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = client.DagRunApi(api.api_client).get_dag_run(TRAIN, run_id).state.value
+        if state in ("success", "failed"):
+            return state
+        time.sleep(3)
+    raise AssertionError(f"{TRAIN} run {run_id} not finished after {timeout}s (last {state!r})")
+
+
+def _task_states(api: AirflowApi, run_id: str) -> dict[str, str]:
+    client = api._client_mod
+    tis = client.TaskInstanceApi(api.api_client).get_task_instances(TRAIN, run_id).task_instances
+    return {ti.task_id: ti.state.value if ti.state else "none" for ti in tis}
+
+
+@pytest.mark.integration
+def test_train_dag_registers_gates_and_promotes(
+    airflow_server: AirflowServer, airflow_user: str, airflow_password: str
+) -> None:
+    settings = load_settings()
+    api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
+    api.wait_for_backfills(INGEST)
+    # Every day of the window through the chain (days earlier tests ran are not run again).
+    states = api.runs(INGEST, FIRST, LAST)
+    if any(states.get(date(2013, 1, d).isoformat()) != "success" for d in range(FIRST.day, LAST.day + 1)):
+        backfill = api._client_mod.BackfillPostBody(
+            dag_id=INGEST,
+            from_date=day_start(FIRST),
+            to_date=day_start(LAST),
+            max_active_runs=4,
+            reprocess_behavior=api._client_mod.ReprocessBehavior.FAILED,
+        )
+        api._client_mod.BackfillApi(api.api_client).create_backfill(backfill)
+        api.wait_for_backfills(INGEST, timeout=1200)
+    assert set(api.wait_for_runs(INGEST, FIRST, LAST, timeout=1200).values()) == {"success"}
+
+    # Retraining on request through the REST API, with params.
+    run_id = api.trigger(TRAIN, day_start(date(2013, 1, 15)), conf={"window_end": LAST.isoformat()})
+    assert _wait_run(api, run_id) == "success", _task_states(api, run_id)
+    assert _task_states(api, run_id) == dict.fromkeys(("training_set", "register", "gate", "promote"), "success")
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    champion = client.get_model_version_by_alias("flight_delay", "champion")
+    run = client.get_run(champion.run_id)
+    assert run.data.tags["airflow.dag_id"] == TRAIN
+    # Registered by this run, or by a run the window's last features event triggered just before it.
+    train_runs = {r.dag_run_id for r in api._client_mod.DagRunApi(api.api_client).get_dag_runs(TRAIN).dag_runs}
+    assert run.data.tags["airflow.run_id"] in train_runs
+    assert any("card" in artifact.path for artifact in client.list_artifacts(champion.run_id))
+    assert champion.tags.get("gate.decision") == "promote"
+
+    # The same training again: no duplicate version, the champion stays where it is.
+    again = api.trigger(TRAIN, day_start(date(2013, 1, 16)), conf={"window_end": LAST.isoformat()})
+    assert _wait_run(api, again) == "success", _task_states(api, again)
+    versions = client.search_model_versions("name='flight_delay'")
+    assert len(versions) == 1, [v.version for v in versions]
+    assert client.get_model_version_by_alias("flight_delay", "champion").version == champion.version
