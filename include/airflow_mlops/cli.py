@@ -81,6 +81,7 @@ def status_report() -> dict[str, Any]:
     from airflow_mlops.airflow_runtime import running_airflow
     from airflow_mlops.gate import list_quarantine
     from airflow_mlops.ingest import PART_FILE
+    from airflow_mlops.mlflow_runtime import running_mlflow
     from airflow_mlops.specs import load_specs
 
     settings = get_settings()
@@ -98,6 +99,9 @@ def status_report() -> dict[str, Any]:
     endpoints: dict[str, str] = {}
     if airflow is not None:
         endpoints["airflow"] = airflow.url
+    mlflow_server = running_mlflow(settings)
+    if mlflow_server is not None:
+        endpoints["mlflow"] = mlflow_server.url
     return {
         "profile": settings.profile.value,
         "mlops_home": str(settings.home),
