@@ -13,10 +13,12 @@ UV     := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
+# Bytecode is compiled at install: every Airflow task is a fresh interpreter, and machines that set
+# PYTHONDONTWRITEBYTECODE would otherwise compile pandas, Feast, MLflow... from source in each one.
 install:  ## build .venv from requirements.lock and install the project (editable)
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	@test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
-	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
 	$(UV) pip check --python $(BIN)/python
 
