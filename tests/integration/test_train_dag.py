@@ -6,10 +6,13 @@ validated and materialized by ``ingest_flights``, make a complete window.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import date
+from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from airflow_mlops.airflow_runtime import AirflowApi, AirflowServer, day_start
@@ -80,3 +83,50 @@ def test_train_dag_registers_gates_and_promotes(
     versions = client.search_model_versions("name='flight_delay'")
     assert len(versions) == 1, [v.version for v in versions]
     assert client.get_model_version_by_alias("flight_delay", "champion").version == champion.version
+
+
+def _log(api: AirflowApi, run_id: str, task_id: str) -> str:
+    client = api._client_mod
+    tis = client.TaskInstanceApi(api.api_client)
+    latest = tis.get_task_instance(TRAIN, run_id, task_id).try_number
+    messages = tis.get_log(TRAIN, run_id, task_id, try_number=latest).content.actual_instance or []
+    return "\n".join(m if isinstance(m, str) else json.dumps(m.to_dict(), default=str) for m in messages)
+
+
+@pytest.mark.integration
+def test_train_dag_keeps_a_worse_challenger_out(
+    airflow_server: AirflowServer, airflow_user: str, airflow_password: str, models_dir: Path
+) -> None:
+    """A challenger that loses on the holdout stops at ``gate``: "not promoted", ``promote`` skipped."""
+    settings = load_settings()
+    api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    try:
+        champion = client.get_model_version_by_alias("flight_delay", "champion")
+    except Exception:
+        pytest.skip("needs the champion of test_train_dag_registers_gates_and_promotes")
+
+    # The spec is read when a task runs: cripple the model for the next training only.
+    path = models_dir / "flight_delay.yaml"
+    original = path.read_text()
+    crippled = yaml.safe_load(original)
+    crippled["algorithm"]["params"].update(max_iter=1, max_leaf_nodes=2)
+    path.write_text(yaml.safe_dump(crippled, sort_keys=False))
+    try:
+        run_id = api.trigger(TRAIN, day_start(date(2013, 1, 17)), conf={"window_end": LAST.isoformat()})
+        assert _wait_run(api, run_id) == "success", _task_states(api, run_id)
+    finally:
+        path.write_text(original)
+
+    assert _task_states(api, run_id) == {
+        "training_set": "success",
+        "register": "success",
+        "gate": "success",
+        "promote": "skipped",
+    }
+    log = _log(api, run_id, "gate")
+    assert "not promoted" in log and "AUC improvement" in log
+    assert client.get_model_version_by_alias("flight_delay", "champion").version == champion.version
+    challenger = client.get_model_version_by_alias("flight_delay", "challenger")
+    assert challenger.version != champion.version
+    assert challenger.tags.get("gate.decision") == "reject"
