@@ -268,14 +268,19 @@ class AirflowApi:
             return False
         return True
 
-    def create_backfill(self, dag_id: str, start: date, end: date, max_active_runs: int = 4) -> int:
-        """Create a backfill for the days ``start``..``end`` (both included); return its id."""
+    def create_backfill(
+        self, dag_id: str, start: date, end: date, max_active_runs: int = 4, reprocess: str = "completed"
+    ) -> int:
+        """Create a backfill for the days ``start``..``end`` (both included); return its id.
+
+        ``reprocess``: ``completed`` runs every day again, ``failed`` only missing and failed days.
+        """
         body = self._client_mod.BackfillPostBody(
             dag_id=dag_id,
             from_date=day_start(start),
             to_date=day_start(end),
             max_active_runs=max_active_runs,
-            reprocess_behavior=self._client_mod.ReprocessBehavior.COMPLETED,
+            reprocess_behavior=self._client_mod.ReprocessBehavior(reprocess),
         )
         from airflow_client.client.exceptions import ConflictException, ServiceException
 
@@ -324,6 +329,18 @@ class AirflowApi:
                 return state
             time.sleep(2)
         raise AirflowRuntimeError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s (last state {state})")
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """State of each task instance of one run, keyed by task id (``none`` when not scheduled yet)."""
+        tis = self._client_mod.TaskInstanceApi(self.api_client).get_task_instances(dag_id, run_id).task_instances
+        return {ti.task_id: ti.state.value if ti.state else "none" for ti in tis}
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """The log of a task's latest try as text, one structured line per row (a cleared task starts a new try)."""
+        tis = self._client_mod.TaskInstanceApi(self.api_client)
+        latest = tis.get_task_instance(dag_id, run_id, task_id).try_number
+        messages = tis.get_log(dag_id, run_id, task_id, try_number=latest).content.actual_instance or []
+        return "\n".join(m if isinstance(m, str) else json.dumps(m.to_dict(), default=str) for m in messages)
 
     def runs(self, dag_id: str, start: date, end: date) -> dict[str, str]:
         """State of each run whose logical date falls in ``start``..``end``, keyed by day (ISO)."""

@@ -8,7 +8,6 @@ official REST client exactly as a user would: trigger a day, clear a run.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from datetime import date
 from pathlib import Path
@@ -54,21 +53,6 @@ def _wait(api: AirflowApi, day: date, timeout: float = 600) -> str:
     raise AssertionError(f"run of {day} not finished after {timeout}s (last state {state!r})")
 
 
-def _task_states(api: AirflowApi, run_id: str) -> dict[str, str]:
-    client = api._client_mod
-    tis = client.TaskInstanceApi(api.api_client).get_task_instances(DAG_ID, run_id).task_instances
-    return {ti.task_id: ti.state.value if ti.state else "none" for ti in tis}
-
-
-def _log(api: AirflowApi, run_id: str, task_id: str) -> str:
-    client = api._client_mod
-    tis = client.TaskInstanceApi(api.api_client)
-    latest = tis.get_task_instance(DAG_ID, run_id, task_id).try_number  # a cleared task starts a new try
-    response = tis.get_log(DAG_ID, run_id, task_id, try_number=latest)
-    messages = response.content.actual_instance or []  # structured log lines (event + extra fields)
-    return "\n".join(m if isinstance(m, str) else json.dumps(m.to_dict(), default=str) for m in messages)
-
-
 def _events(api: AirflowApi, stage: str, day: date) -> int:
     client = api._client_mod
     events = client.AssetApi(api.api_client).get_asset_events(source_dag_id=DAG_ID, limit=1000).asset_events
@@ -96,7 +80,7 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
     api.trigger(DAG_ID, day_start(GOOD_THEN_BAD))
     assert _wait(api, GOOD_THEN_BAD) == "success"
     run_id = _run_id(api, GOOD_THEN_BAD)
-    assert set(_task_states(api, run_id).values()) == {"success"}
+    assert set(api.task_states(DAG_ID, run_id).values()) == {"success"}
     good_validated = partition_path(settings.validated_dir, "flights", GOOD_THEN_BAD).read_bytes()
     good = _snapshot(settings.validated_dir, settings.features_dir, settings.feast_dir)
     assert good, "the good day wrote nothing to the validated zone, features or online store"
@@ -109,13 +93,13 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
     pd.read_parquet(delivered).drop(columns=["dep_delay"]).to_parquet(delivered, index=False)
     _clear(api, run_id)
     assert _wait(api, GOOD_THEN_BAD) == "failed"
-    assert _task_states(api, run_id) == {
+    assert api.task_states(DAG_ID, run_id) == {
         "land": "success",
         "validate": "failed",
         "build_features": "upstream_failed",
         "materialize": "upstream_failed",
     }
-    log = _log(api, run_id, "validate")
+    log = api.task_log(DAG_ID, run_id, "validate")
     assert "validation of flights date=2013-01-14: FAILED" in log
     assert "dep_delay" in log
     quarantine = settings.quarantine_dir / "flights" / f"date={GOOD_THEN_BAD.isoformat()}"
@@ -137,13 +121,13 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
     api.trigger(DAG_ID, day_start(TRUNCATED))
     assert _wait(api, TRUNCATED) == "failed"
     truncated_run = _run_id(api, TRUNCATED)
-    assert _task_states(api, truncated_run) == {
+    assert api.task_states(DAG_ID, truncated_run) == {
         "land": "failed",
         "validate": "upstream_failed",
         "build_features": "upstream_failed",
         "materialize": "upstream_failed",
     }
-    log = _log(api, truncated_run, "land")
+    log = api.task_log(DAG_ID, truncated_run, "land")
     assert f"cannot read {deliveries}/date={TRUNCATED.isoformat()}/flights.parquet" in log
     assert "quarantined" in log
     quarantined = settings.quarantine_dir / "flights" / f"date={TRUNCATED.isoformat()}"

@@ -6,8 +6,6 @@ validated and materialized by ``ingest_flights``, make a complete window.
 
 from __future__ import annotations
 
-import json
-import time
 from datetime import date
 from pathlib import Path
 
@@ -23,24 +21,6 @@ TRAIN = "train_flight_delay"
 FIRST, LAST = date(2013, 1, 1), date(2013, 1, 14)
 
 
-def _wait_run(api: AirflowApi, run_id: str, timeout: float = 900) -> str:
-    client = api._client_mod
-    deadline = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < deadline:
-        state = client.DagRunApi(api.api_client).get_dag_run(TRAIN, run_id).state.value
-        if state in ("success", "failed"):
-            return state
-        time.sleep(3)
-    raise AssertionError(f"{TRAIN} run {run_id} not finished after {timeout}s (last {state!r})")
-
-
-def _task_states(api: AirflowApi, run_id: str) -> dict[str, str]:
-    client = api._client_mod
-    tis = client.TaskInstanceApi(api.api_client).get_task_instances(TRAIN, run_id).task_instances
-    return {ti.task_id: ti.state.value if ti.state else "none" for ti in tis}
-
-
 @pytest.mark.integration
 def test_train_dag_registers_gates_and_promotes(
     airflow_server: AirflowServer, airflow_user: str, airflow_password: str
@@ -51,21 +31,14 @@ def test_train_dag_registers_gates_and_promotes(
     # Every day of the window through the chain (days earlier tests ran are not run again).
     states = api.runs(INGEST, FIRST, LAST)
     if any(states.get(date(2013, 1, d).isoformat()) != "success" for d in range(FIRST.day, LAST.day + 1)):
-        backfill = api._client_mod.BackfillPostBody(
-            dag_id=INGEST,
-            from_date=day_start(FIRST),
-            to_date=day_start(LAST),
-            max_active_runs=4,
-            reprocess_behavior=api._client_mod.ReprocessBehavior.FAILED,
-        )
-        api._client_mod.BackfillApi(api.api_client).create_backfill(backfill)
+        api.create_backfill(INGEST, FIRST, LAST, reprocess="failed")
         api.wait_for_backfills(INGEST, timeout=1200)
     assert set(api.wait_for_runs(INGEST, FIRST, LAST, timeout=1200).values()) == {"success"}
 
     # Retraining on request through the REST API, with params.
     run_id = api.trigger(TRAIN, day_start(date(2013, 1, 15)), conf={"window_end": LAST.isoformat()})
-    assert _wait_run(api, run_id) == "success", _task_states(api, run_id)
-    assert _task_states(api, run_id) == dict.fromkeys(("training_set", "register", "gate", "promote"), "success")
+    assert api.wait_for_run(TRAIN, run_id, timeout=900) == "success", api.task_states(TRAIN, run_id)
+    assert api.task_states(TRAIN, run_id) == dict.fromkeys(("training_set", "register", "gate", "promote"), "success")
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     champion = client.get_model_version_by_alias("flight_delay", "champion")
@@ -79,18 +52,10 @@ def test_train_dag_registers_gates_and_promotes(
 
     # The same training again: no duplicate version, the champion stays where it is.
     again = api.trigger(TRAIN, day_start(date(2013, 1, 16)), conf={"window_end": LAST.isoformat()})
-    assert _wait_run(api, again) == "success", _task_states(api, again)
+    assert api.wait_for_run(TRAIN, again, timeout=900) == "success", api.task_states(TRAIN, again)
     versions = client.search_model_versions("name='flight_delay'")
     assert len(versions) == 1, [v.version for v in versions]
     assert client.get_model_version_by_alias("flight_delay", "champion").version == champion.version
-
-
-def _log(api: AirflowApi, run_id: str, task_id: str) -> str:
-    client = api._client_mod
-    tis = client.TaskInstanceApi(api.api_client)
-    latest = tis.get_task_instance(TRAIN, run_id, task_id).try_number
-    messages = tis.get_log(TRAIN, run_id, task_id, try_number=latest).content.actual_instance or []
-    return "\n".join(m if isinstance(m, str) else json.dumps(m.to_dict(), default=str) for m in messages)
 
 
 @pytest.mark.integration
@@ -114,17 +79,17 @@ def test_train_dag_keeps_a_worse_challenger_out(
     path.write_text(yaml.safe_dump(crippled, sort_keys=False))
     try:
         run_id = api.trigger(TRAIN, day_start(date(2013, 1, 17)), conf={"window_end": LAST.isoformat()})
-        assert _wait_run(api, run_id) == "success", _task_states(api, run_id)
+        assert api.wait_for_run(TRAIN, run_id, timeout=900) == "success", api.task_states(TRAIN, run_id)
     finally:
         path.write_text(original)
 
-    assert _task_states(api, run_id) == {
+    assert api.task_states(TRAIN, run_id) == {
         "training_set": "success",
         "register": "success",
         "gate": "success",
         "promote": "skipped",
     }
-    log = _log(api, run_id, "gate")
+    log = api.task_log(TRAIN, run_id, "gate")
     assert "not promoted" in log and "AUC improvement" in log
     assert client.get_model_version_by_alias("flight_delay", "champion").version == champion.version
     challenger = client.get_model_version_by_alias("flight_delay", "challenger")
