@@ -128,13 +128,51 @@ class DriftPolicy(_Strict):
     cooldown_hours: float = Field(default=24, ge=0)
 
 
+class LocalDeploy(_Strict):
+    """The ``local`` target: bento servers on this machine behind a stable URL."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    host: str = "127.0.0.1"
+
+
+class SageMakerDeploy(_Strict):
+    """The ``sagemaker`` target: a real-time endpoint updated blue/green with auto-rollback alarms."""
+
+    region: str = "us-east-1"
+    image_repository: str = Field(default="", description="ECR repository the bento image is pushed to")
+    execution_role_arn: str = ""
+    instance_type: str = "ml.m5.large"
+    instance_count: Annotated[int, Field(ge=1, le=100)] = 1
+    aws_conn_id: str = "aws_default"
+    rollback_alarms: list[str] = Field(default_factory=list, description="CloudWatch alarms that roll back")
+    wait_minutes: Annotated[int, Field(ge=1, le=240)] = 30
+
+
+class KubernetesDeploy(_Strict):
+    """The ``kubernetes`` target: Deployment, Service, HPA and PodDisruptionBudget in a namespace."""
+
+    namespace: str = "mlops"
+    image_repository: str = Field(default="", description="registry/repository the bento image is pushed to")
+    replicas: Annotated[int, Field(ge=1, le=100)] = 2
+    max_replicas: Annotated[int, Field(ge=1, le=1000)] = 6
+    target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = 70
+    cpu_request: str = "500m"
+    cpu_limit: str = "2"
+    memory_request: str = "1Gi"
+    memory_limit: str = "2Gi"
+    kubernetes_conn_id: str = "kubernetes_default"
+    rollout_timeout_seconds: Annotated[int, Field(ge=10, le=3600)] = 600
+
+
 class Deploy(_Strict):
-    """Where the model is served."""
+    """Where the model is served, and each target's settings (only the chosen target's are used)."""
 
     target: Literal["local", "sagemaker", "kubernetes"] = "local"
-    instance_type: str = "ml.m5.large"
-    replicas: Annotated[int, Field(ge=1, le=100)] = 2
-    namespace: str = "mlops"
+    local: LocalDeploy = Field(default_factory=LocalDeploy)
+    sagemaker: SageMakerDeploy = Field(default_factory=SageMakerDeploy)
+    kubernetes: KubernetesDeploy = Field(default_factory=KubernetesDeploy)
+    smoke_rows: Annotated[int, Field(ge=1, le=1000)] = 50
+    smoke_tolerance: Annotated[float, Field(ge=0, le=1)] = 1e-6
 
 
 class ModelSpec(_Strict):

@@ -1,0 +1,1 @@
+"""Deploy targets behind one interface (:mod:`airflow_mlops.deploy.base`)."""
