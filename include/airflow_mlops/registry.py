@@ -517,6 +517,28 @@ def load_model(ref: ModelVersionRef, settings: Settings | None = None) -> Any:
         return mlflow.sklearn.load_model(ref.uri)
 
 
+def configure_mlflow(settings: Settings | None = None) -> None:
+    """Point MLflow's process-wide tracking and registry URIs at the configured store (checked to answer)."""
+    _client(settings or get_settings())
+
+
+def version_tags(ref: ModelVersionRef, settings: Settings | None = None) -> dict[str, str]:
+    """The tags of a registered model version."""
+    settings = settings or get_settings()
+    client = _client(settings)
+    with _errors(settings, f"reading the tags of {ref.uri}"):
+        return dict(client.get_model_version(ref.name, str(ref.version)).tags or {})
+
+
+def set_version_tags(ref: ModelVersionRef, tags: dict[str, str], settings: Settings | None = None) -> None:
+    """Set tags on a registered model version (for example the bento that packages it)."""
+    settings = settings or get_settings()
+    client = _client(settings)
+    with _errors(settings, f"tagging {ref.uri}"):
+        for key, value in tags.items():
+            client.set_model_version_tag(ref.name, str(ref.version), key, str(value)[:_TAG_LIMIT])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Gate, card, promotion
 # ----------------------------------------------------------------------------------------------------------

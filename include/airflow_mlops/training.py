@@ -274,6 +274,23 @@ def model_input(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequen
     return pd.DataFrame(data, index=frame.index)
 
 
+def serving_input(
+    spec: ModelSpec, flights: pd.DataFrame, served: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]
+) -> pd.DataFrame:
+    """The model input for request-time ``flights`` and their ``served`` Feast features (online lookup).
+
+    The same derivation as :func:`build_training_set`: the spec's schedule features from the flights, then the
+    feature service's columns, converted by :func:`model_input` (a missing value, such as an unknown entity's
+    features, becomes NaN).
+    """
+    import pandas as pd
+
+    features: dict[str, pd.Series] = {name: _schedule_feature(flights, name, spec) for name in spec.features}
+    for name in served.columns:
+        features.setdefault(name, served[name])
+    return model_input(pd.DataFrame(features, index=flights.index), numeric, categorical)
+
+
 def model_columns(model: Any) -> tuple[list[str], list[str]]:
     """The ``(numeric, categorical)`` input columns of a pipeline built by :func:`build_pipeline`."""
     encode = getattr(model, "named_steps", {}).get("encode")

@@ -1,0 +1,171 @@
+"""The BentoML service of a model (BentoML 1.4, ``@bentoml.service`` class), built per model version.
+
+Packaging (:mod:`airflow_mlops.packaging`) writes a two-line ``service.py`` into the bento that calls
+:func:`build_service` with the model's BentoML model tag and spec, so the bento carries its model and spec
+and nothing else decides what it serves. The service answers:
+
+- ``POST /predict`` ``{"flights": [...]}`` -> ``{"predictions": [...]}`` (:mod:`airflow_mlops.serving`): the
+  request is validated by pydantic (400 naming the field and the reason; 413 past the body limit), the
+  spec's Feast feature service is looked up in the online store, the model scores, and every prediction goes
+  to the prediction log (:mod:`airflow_mlops.prediction_log`) without ever blocking or failing the request;
+- ``POST /predict_batch`` ``{"flights": [...]}`` -> ``[...]`` (a bare list of predictions): the same scoring
+  behind BentoML's adaptive batching, which merges concurrent requests into one model call;
+- ``GET /livez``, ``GET /readyz`` (ready once the model is loaded and the feature store answers), ``GET /metrics``
+  (Prometheus, with the prediction-log counters) from BentoML;
+- SageMaker's container contract on the same bento: ``GET /ping`` and ``POST /invocations`` (the
+  ``/predict`` body), served on port 8080 when ``BENTOML_PORT=8080`` (as the container image sets it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+
+from airflow_mlops.serving import MAX_BODY_BYTES, MAX_FLIGHTS, Flight, Prediction, PredictRequest, PredictResponse
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for request bodies larger than ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"error": f"request body larger than {self.max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def build_service(model_tag: str, spec_file: str | Path) -> Any:
+    """The BentoML service class serving BentoML model ``model_tag`` with the spec in ``spec_file``."""
+    import bentoml
+    from fastapi.responses import JSONResponse
+    from pydantic import ValidationError
+
+    from airflow_mlops.specs import load_spec
+
+    spec = load_spec(Path(spec_file))
+    sagemaker = FastAPI(title=f"{spec.name} SageMaker contract", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @bentoml.service(
+        name=spec.name.replace("_", "-"),
+        traffic={"timeout": 30, "max_concurrency": 256},
+        workers=1,
+        metrics={"enabled": True},
+    )
+    @bentoml.asgi_app(sagemaker, path="/")
+    class ModelService:
+        """Predictions of one registered model version, with Feast lookups and the prediction log."""
+
+        bento_model = bentoml.models.BentoModel(model_tag)
+
+        def __init__(self) -> None:
+            import mlflow.sklearn
+
+            from airflow_mlops.prediction_log import PredictionLog, make_sink
+            from airflow_mlops.serving import Predictor
+
+            info = self.bento_model
+            version = int(info.info.labels.get("model_version", 0))
+            model = mlflow.sklearn.load_model(info.path_of("mlflow_model"))
+            self.predictor = Predictor(spec, model, version)
+            self.log = PredictionLog(make_sink(spec.name))
+            self.logged = bentoml.metrics.Gauge(
+                name="prediction_log_records",
+                documentation="prediction-log records by outcome (queued, written, dropped, failed)",
+                labelnames=["outcome"],
+            )
+            log.info("%s: serving model version %s (%s)", spec.name, version, model_tag)
+
+        def _score(self, flights: list[Flight]) -> list[Prediction]:
+            scored = self.predictor.score(flights)
+            try:
+                self.log.log(scored.log_records(spec.name))
+                for outcome in ("queued", "written", "dropped", "failed"):
+                    self.logged.labels(outcome=outcome).set(getattr(self.log.stats, outcome))
+            except Exception:  # the log never fails a prediction
+                log.exception("prediction log: could not queue records")
+            return scored.predictions
+
+        @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
+        def predict(self, flights: list[Flight]) -> PredictResponse:
+            """Delay probabilities for up to ``MAX_FLIGHTS`` flights."""
+            return PredictResponse(predictions=self._score(flights))
+
+        @bentoml.api(route="/predict_batch", batchable=True, max_batch_size=MAX_FLIGHTS, max_latency_ms=20)
+        def predict_batch(self, flights: list[Flight]) -> list[Prediction]:
+            """``/predict`` behind adaptive batching: concurrent requests share one model call."""
+            return self._score(flights)
+
+        def __is_ready__(self) -> bool:
+            return self.predictor is not None
+
+        @sagemaker.get("/ping")
+        def ping(self) -> dict[str, str]:
+            """SageMaker health check."""
+            return {"status": "ok", "model_version": str(self.predictor.version)}
+
+        @sagemaker.post("/invocations")
+        async def invocations(self, request: Request) -> Any:
+            """SageMaker inference: the ``/predict`` body, the ``/predict`` answer."""
+            try:
+                body = PredictRequest.model_validate_json(await request.body())
+            except ValidationError as exc:
+                return JSONResponse(
+                    {"error": f"{exc.error_count()} validation error(s)", "detail": _errors(exc)}, status_code=400
+                )
+            predictions = await run_in_threadpool(self._score, body.flights)
+            return PredictResponse(predictions=predictions).model_dump()
+
+        @bentoml.on_shutdown
+        def _close_log(self) -> None:
+            self.log.close()
+
+    ModelService.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    return ModelService
+
+
+def _errors(exc: Any) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_context=False, include_input=False)
+    ]
+
+
+__all__ = ["MAX_FLIGHTS", "BodyLimit", "build_service"]

@@ -1,0 +1,204 @@
+"""The prediction log: every served prediction, readable by day for monitoring.
+
+Each record holds the request id, the time, the flight's inputs, the Feast features as served, the prediction
+and the model version. Records are keyed by the flight's local day (``date``), the partition the monitoring
+DAG reads next to the day's true outcomes.
+
+Sinks:
+
+- local profile (default): partitioned parquet,
+  ``$MLOPS_HOME/predictions/<model>/date=YYYY-MM-DD/part-<time>-<id>.parquet`` (written aside, then renamed);
+- production: the PostgreSQL table ``prediction_log`` at ``MLOPS_PREDICTION_LOG_URL``
+  (``postgresql://user@host:5432/db``), created on first write.
+
+:class:`PredictionLog` never blocks or fails a prediction: :meth:`PredictionLog.log` only puts records on a
+bounded in-memory queue (dropping, and counting, what does not fit); a background thread writes them in
+batches; a write error is logged and counted, never raised to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from airflow_mlops.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+TABLE = "prediction_log"
+URL_ENV = "MLOPS_PREDICTION_LOG_URL"
+
+
+def predictions_dir(settings: Settings, model: str) -> Path:
+    """Folder of the parquet prediction log of ``model``."""
+    return settings.home / "predictions" / model
+
+
+class Sink(Protocol):
+    def write(self, frame: pd.DataFrame) -> None: ...
+
+
+class ParquetSink:
+    """Partitioned parquet under :func:`predictions_dir`: one new file per day and flush."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for day, part in frame.groupby("date", sort=True):
+            folder = self.root / f"date={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+            aside = folder / f".{name}.tmp"
+            pq.write_table(pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False), aside)
+            os.replace(aside, folder / name)
+
+
+class PostgresSink:
+    """The ``prediction_log`` table of a PostgreSQL database (SQLAlchemy; the table is created on first write)."""
+
+    def __init__(self, url: str, table: str = TABLE) -> None:
+        from sqlalchemy import create_engine
+
+        self.url = url
+        self.table = table
+        self.engine = create_engine(url.replace("postgres://", "postgresql://", 1), pool_pre_ping=True)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        frame.to_sql(self.table, self.engine, if_exists="append", index=False, method="multi", chunksize=1000)
+
+
+def make_sink(model: str, settings: Settings | None = None, url: str | None = None) -> Sink:
+    """PostgreSQL when ``MLOPS_PREDICTION_LOG_URL`` (or ``url``) is set, else parquet under ``MLOPS_HOME``."""
+    settings = settings or get_settings()
+    url = url if url is not None else os.environ.get(URL_ENV, "").strip()
+    if url:
+        return PostgresSink(url)
+    return ParquetSink(predictions_dir(settings, model))
+
+
+@dataclass
+class LogStats:
+    """Counters of a :class:`PredictionLog` (also exported as Prometheus metrics by the service)."""
+
+    queued: int = 0
+    written: int = 0
+    dropped: int = 0  #: records refused because the queue was full
+    failed: int = 0  #: records lost to write errors
+    errors: list[str] = field(default_factory=list)
+
+
+class PredictionLog:
+    """Asynchronous, bounded prediction log writer (see the module doc)."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        flush_seconds: float = 1.0,
+        max_batch: int = 5000,
+        max_queue: int = 200_000,
+    ) -> None:
+        self.sink = sink
+        self.flush_seconds = flush_seconds
+        self.max_batch = max_batch
+        self.stats = LogStats()
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def log(self, records: Sequence[dict[str, Any]]) -> None:
+        """Queue ``records`` for writing; never blocks, never raises."""
+        for record in records:
+            try:
+                self._queue.put_nowait(record)
+                self.stats.queued += 1
+            except queue.Full:
+                self.stats.dropped += 1
+                if self.stats.dropped in (1, 10, 100) or self.stats.dropped % 10_000 == 0:
+                    log.warning("prediction log queue full: %s records dropped so far", self.stats.dropped)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and stop the writer thread."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.warning("prediction log: queue still full at close; %s records not written", self._queue.qsize())
+            return
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        batch: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self.flush_seconds
+        while True:
+            timeout = max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = ...
+            if item is None:
+                self._flush(batch)
+                return
+            if item is not ...:
+                batch.append(item)  # type: ignore[arg-type]
+            if len(batch) >= self.max_batch or time.monotonic() >= deadline:
+                self._flush(batch)
+                batch = []
+                deadline = time.monotonic() + self.flush_seconds
+
+    def _flush(self, batch: list[dict[str, Any]]) -> None:
+        if not batch:
+            return
+        import pandas as pd
+
+        try:
+            self.sink.write(pd.DataFrame.from_records(batch))
+            self.stats.written += len(batch)
+        except Exception as exc:  # logging must never take the service down
+            self.stats.failed += len(batch)
+            message = f"{type(exc).__name__}: {exc}"
+            self.stats.errors = [*self.stats.errors[-9:], message]
+            log.error("prediction log: %s records not written: %s", len(batch), message)
+
+
+def read_predictions(
+    model: str, day: date, *, settings: Settings | None = None, url: str | None = None
+) -> pd.DataFrame:
+    """The logged predictions of ``model`` for flights of ``day`` (empty frame when none)."""
+    import pandas as pd
+
+    settings = settings or get_settings()
+    url = url if url is not None else os.environ.get(URL_ENV, "").strip()
+    if url:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url.replace("postgres://", "postgresql://", 1))
+        with engine.connect() as conn:
+            exists = conn.execute(text("select to_regclass(:t)"), {"t": TABLE}).scalar()
+            if not exists:
+                return pd.DataFrame()
+            return pd.read_sql(
+                text(f"select * from {TABLE} where model = :m and date = :d"),
+                conn,
+                params={"m": model, "d": day.isoformat()},
+            )
+    folder = predictions_dir(settings, model) / f"date={day.isoformat()}"
+    files = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
