@@ -1,5 +1,5 @@
 """
-### `train_<model>`: training set -> fit -> register -> gate -> promote
+### `train_<model>`: training set -> register -> gate -> package -> deploy -> smoke test -> promote
 
 One DAG per model spec (`include/models/<model>.yaml`), generated from the spec.
 
@@ -16,9 +16,15 @@ and spec were already trained; it never bypasses the gate). `max_active_runs=1`.
    with alias `@challenger`. A re-run of the same training registers no duplicate.
 3. **gate**: scores challenger and `@champion` on the same holdout with the spec's rules; writes the
    decision and reasons to the run and to its model card. A rejected challenger stops here: the task
-   log says **not promoted** with the reasons and `promote` is skipped.
-4. **promote**: moves `@champion` to the new version; the old champion keeps `@previous`. Emits
-   `<model>.trained`.
+   log says **not promoted** with the reasons and everything after it is skipped.
+4. **package**: builds the version's bento (BentoML model imported from MLflow, bentofile, exported
+   `.bento` archive); its tag and sha256 go on the model version.
+5. **deploy**: stages the bento on the spec's target (`local`, `sagemaker`, `kubernetes`) beside what
+   serves now.
+6. **smoke_test**: holdout flights through the staged endpoint must match the version's offline
+   predictions. Pass: the new bento takes the traffic. Fail: rolled back, the task fails, `@champion` stays.
+7. **promote**: moves `@champion` to the new version; the old champion keeps `@previous`. Emits
+   `<model>.trained` and `<model>.deployed`.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ def build_train_dag(spec: ModelSpec) -> None:
             timetable=CronTriggerTimetable(spec.training.schedule, timezone="UTC"), assets=trigger
         )
     trained_asset = assets.trained(spec.name)
+    deployed_asset = assets.deployed(spec.name)
 
     @dag(
         dag_id=f"train_{spec.name}",
@@ -90,18 +97,57 @@ def build_train_dag(spec: ModelSpec) -> None:
 
             return decide_version(spec.name, prepared, version).promote
 
-        @task(outlets=[trained_asset], multiple_outputs=False)
-        def promote(version: dict[str, object], *, outlet_events=None) -> dict[str, object]:
-            """Move @champion to the new version; the old champion keeps @previous."""
+        @task(multiple_outputs=False)
+        def package(version: dict[str, object]) -> dict[str, object]:
+            """Build (or reuse) the version's bento and export its archive."""
+            from airflow_mlops.pipeline import package_version
+
+            return package_version(spec.name, version)
+
+        @task(multiple_outputs=False)
+        def deploy(bento: dict[str, object]) -> dict[str, object]:
+            """Stage the bento on the spec's deploy target beside what serves now."""
+            from airflow_mlops.pipeline import deploy_bento
+
+            return deploy_bento(spec.name, bento)
+
+        @task(multiple_outputs=False, retries=0)
+        def smoke_test(deployment: dict[str, object], prepared: dict[str, object]) -> dict[str, object]:
+            """Holdout requests must match offline predictions; pass commits, fail rolls back."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from airflow_mlops.deploy.smoke import SmokeTestFailed
+            from airflow_mlops.pipeline import smoke_and_commit
+
+            try:
+                return smoke_and_commit(spec.name, deployment, prepared)
+            except SmokeTestFailed as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(outlets=[trained_asset, deployed_asset], multiple_outputs=False)
+        def promote(
+            version: dict[str, object], released: dict[str, object], *, outlet_events=None
+        ) -> dict[str, object]:
+            """Move @champion to the new version (it serves already); the old champion keeps @previous."""
             from airflow_mlops.pipeline import promote_version
 
             promoted = promote_version(spec.name, version)
             outlet_events[trained_asset].extra = promoted
-            return promoted
+            deployment = released["deployment"]
+            outlet_events[deployed_asset].extra = {
+                **promoted,
+                "target": deployment["target"],
+                "bento": deployment["bento_tag"],
+                "url": deployment["details"].get("url", deployment["endpoint"]),
+            }
+            return {**promoted, "deployment": deployment}
 
         prepared = training_set()
         version = register(prepared)
-        gate(prepared, version) >> promote(version)
+        bento = package(version)
+        gate(prepared, version) >> bento
+        released = smoke_test(deploy(bento), prepared)
+        promote(version, released)
 
     train()
 

@@ -41,3 +41,8 @@ def drift(model: str) -> Asset:
 def trained(model: str) -> Asset:
     """A new version of ``model`` was registered and gated (extra: version, decision, reasons)."""
     return _asset(model, "trained")
+
+
+def deployed(model: str) -> Asset:
+    """A version of ``model`` passed its smoke test, serves, and is @champion (extra: version, target, URL)."""
+    return _asset(model, "deployed")

@@ -182,3 +182,70 @@ def promote_version(model: str, version: dict[str, Any], *, settings: Settings |
     ref = ModelVersionRef.from_dict(version)
     promote(spec, ref, settings=settings)
     return {"model": model, "version": ref.version, "run_id": ref.run_id, "aliases": aliases(spec, settings)}
+
+
+def package_version(model: str, version: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """Task ``package``: the version's bento (built and exported, or reused); its tag and digest go on the version."""
+    from airflow_mlops.packaging import package
+    from airflow_mlops.registry import ModelVersionRef
+
+    settings = settings or get_settings()
+    bento = package(model_spec(model, settings), ModelVersionRef.from_dict(version), settings=settings)
+    log.info(
+        "%s version %s: bento %s, archive %s (sha256 %s)", model, bento.version, bento.tag, bento.archive, bento.digest
+    )
+    return bento.to_dict()
+
+
+def deploy_bento(model: str, bento: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """Task ``deploy``: stage the bento on the spec's target beside what serves now."""
+    from airflow_mlops.deploy.base import Bento, get_target
+
+    settings = settings or get_settings()
+    spec = model_spec(model, settings)
+    target = get_target(spec)
+    deployment = target.deploy(spec, Bento.from_dict(bento))
+    log.info("%s version %s: staged on %s at %s", model, deployment.version, target.name, deployment.endpoint)
+    return deployment.to_dict()
+
+
+def smoke_and_commit(
+    model: str, deployment: dict[str, Any], prepared: dict[str, Any], *, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Task ``smoke_test``: holdout requests through the staged deployment must match the offline predictions.
+
+    Pass: the deployment is committed (it serves) and the result is returned. Fail: the deployment is rolled
+    back (what served before keeps serving) and :class:`~airflow_mlops.deploy.smoke.SmokeTestFailed` is raised,
+    so ``promote`` never runs and ``@champion`` stays where it is.
+    """
+    from airflow_mlops.deploy.base import Deployment, get_target
+    from airflow_mlops.deploy.smoke import SmokeTestFailed, holdout_flights, smoke_test
+
+    settings = settings or get_settings()
+    spec = model_spec(model, settings)
+    target = get_target(spec)
+    staged = Deployment.from_dict(deployment)
+    try:
+        flights = holdout_flights(spec, prepared["path"], spec.deploy.smoke_rows, settings)
+        result = smoke_test(spec, target, staged, flights, settings=settings)
+    except Exception as exc:
+        target.rollback(staged)
+        raise SmokeTestFailed(
+            f"{model} version {staged.version}: smoke test could not run ({exc}); rolled back"
+        ) from exc
+    if not result.passed:
+        target.rollback(staged)
+        raise SmokeTestFailed(
+            f"{model} version {staged.version}: smoke test failed on {target.name}; rolled back, "
+            "@champion unchanged:\n  " + "\n  ".join(result.failures)
+        )
+    committed = target.commit(staged)
+    log.info(
+        "%s version %s: smoke test passed (%s rows, max |diff| %.2g); now serving at %s",
+        model,
+        staged.version,
+        result.rows,
+        result.max_abs_diff,
+        committed.details.get("url", committed.endpoint),
+    )
+    return {"deployment": committed.to_dict(), "smoke": result.to_dict()}

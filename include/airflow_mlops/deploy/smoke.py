@@ -1,0 +1,117 @@
+"""The smoke test after every deployment: the endpoint must answer like the registry's model.
+
+Holdout flights of the version's training window (real validated rows) go through the staged deployment
+(:meth:`DeployTarget.invoke`). The same flights are scored offline by the same registered version loaded
+from MLflow, with the same online feature lookup (:class:`airflow_mlops.serving.Predictor`). The test passes
+when every answer carries the version being deployed and every probability matches within the spec's
+``deploy.smoke_tolerance``. A failure names the rows that differ.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.deploy.base import Deployment, DeployTarget
+from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.specs import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class SmokeTestFailed(RuntimeError):
+    """The endpoint's answers differ from the registry model's; the message says how."""
+
+
+@dataclass
+class SmokeResult:
+    passed: bool
+    rows: int
+    max_abs_diff: float
+    wrong_version: int
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def holdout_flights(
+    spec: ModelSpec, training_set_dir: str | Path, rows: int, settings: Settings | None = None
+) -> pd.DataFrame:
+    """``rows`` validated flights of the holdout of the training set saved in ``training_set_dir`` (spread evenly)."""
+    import pandas as pd
+
+    from airflow_mlops.ingest import partition_path
+    from airflow_mlops.training import HOLDOUT, PARTITION, ROW_ID, ROW_ID_DAY_FACTOR, SPLIT, TrainingSet
+
+    settings = settings or get_settings()
+    training_set = TrainingSet.load(training_set_dir)
+    holdout = training_set.frame[training_set.frame[SPLIT] == HOLDOUT]
+    if holdout.empty:
+        raise SmokeTestFailed(f"{spec.name}: the training set in {training_set_dir} has no holdout rows")
+    step = max(1, len(holdout) // rows)
+    chosen = holdout.iloc[::step].head(rows)
+    frames = []
+    for day, group in chosen.groupby(PARTITION):
+        flights = pd.read_parquet(partition_path(settings.validated_dir, "flights", date.fromisoformat(str(day))))
+        positions = (group[ROW_ID] % ROW_ID_DAY_FACTOR).to_numpy()
+        frames.append(flights.iloc[positions])
+    return pd.concat(frames, ignore_index=True)
+
+
+def smoke_test(
+    spec: ModelSpec,
+    target: DeployTarget,
+    deployment: Deployment,
+    flights: pd.DataFrame,
+    *,
+    settings: Settings | None = None,
+) -> SmokeResult:
+    """Compare the deployment's answers for ``flights`` with the registered version's offline predictions."""
+    from airflow_mlops.registry import ModelVersionRef, load_model
+    from airflow_mlops.serving import Predictor, PredictRequest, flights_frame, flights_payload
+
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    payload = flights_payload(flights)
+    request = PredictRequest.model_validate(payload)
+    failures: list[str] = []
+    try:
+        answer = target.invoke(deployment, payload)
+        online = answer["predictions"]
+    except Exception as exc:
+        return SmokeResult(
+            False, len(flights), float("nan"), 0, [f"endpoint call failed: {exc}"], time.perf_counter() - started
+        )
+    if len(online) != len(request.flights):
+        failures.append(f"{len(online)} predictions for {len(request.flights)} flights")
+    ref = ModelVersionRef(name=spec.name, version=deployment.version, run_id="", created=False)
+    predictor = Predictor(spec, load_model(ref, settings), deployment.version, settings=settings)
+    frame = flights_frame(request.flights)
+    expected = predictor.probabilities(frame, predictor.lookup(frame))
+    wrong_version = sum(1 for p in online if int(p.get("model_version", -1)) != deployment.version)
+    if wrong_version:
+        failures.append(f"{wrong_version} answers are not from version {deployment.version}")
+    max_diff = 0.0
+    for index, (p, want) in enumerate(zip(online, expected, strict=False)):
+        diff = abs(float(p["delay_probability"]) - float(want))
+        max_diff = max(max_diff, diff)
+        if diff > spec.deploy.smoke_tolerance and len(failures) < 10:
+            flight = request.flights[index]
+            failures.append(
+                f"flight {flight.carrier}{flight.flight} {flight.time_hour.isoformat()}: endpoint "
+                f"{float(p['delay_probability']):.6f} vs offline {float(want):.6f}"
+            )
+    return SmokeResult(
+        passed=not failures,
+        rows=len(online),
+        max_abs_diff=max_diff,
+        wrong_version=wrong_version,
+        failures=failures,
+        seconds=time.perf_counter() - started,
+    )

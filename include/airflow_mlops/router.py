@@ -1,0 +1,141 @@
+"""The stable URL of the ``local`` deploy target: a small reverse proxy in front of the active bento server.
+
+``python -m airflow_mlops.router --state FILE --port P`` forwards every request to the ``active`` backend named
+in the JSON state file that :mod:`airflow_mlops.deploy.local` maintains. The file is re-read when it changes
+(one ``stat`` per request), so a deployment switches traffic by replacing the file atomically: requests
+already sent to the old backend finish there, new ones go to the new backend. ``GET /-/router`` tells the
+active backend and the requests in flight per backend, which the deployer watches to stop the old server only
+once it is drained. With no active backend the router answers 503.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "host"}
+
+
+class Backends:
+    """The active backend from the state file, re-read when the file changes."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self._stamp: tuple[int, int] | None = None
+        self.active: str | None = None
+        self.version: int | None = None
+        self.inflight: Counter[str] = Counter()
+        self.switches = 0
+
+    def current(self) -> str | None:
+        try:
+            stat = self.state.stat()
+        except FileNotFoundError:
+            return self.active
+        stamp = (stat.st_mtime_ns, stat.st_ino)
+        if stamp != self._stamp:
+            try:
+                raw = json.loads(self.state.read_text())
+            except (OSError, ValueError):
+                return self.active  # a half-written file is never read (it is replaced atomically); keep going
+            self._stamp = stamp
+            active = (raw.get("active") or {}).get("url")
+            if active != self.active:
+                log.info("router: traffic now goes to %s (was %s)", active, self.active)
+                self.switches += self.active is not None
+                self.active = active
+                self.version = (raw.get("active") or {}).get("version")
+        return self.active
+
+
+def create_app(state: Path) -> Any:
+    """The router as a Starlette app (httpx forwards, with keep-alive connections to the backends)."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    backends = Backends(state)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=httpx.Limits(max_connections=512))
+
+    def status(_: Request) -> Response:
+        backends.current()
+        return JSONResponse(
+            {
+                "active": backends.active,
+                "version": backends.version,
+                "inflight": {url: n for url, n in backends.inflight.items() if n},
+                "switches": backends.switches,
+            }
+        )
+
+    async def forward(request: Request) -> Response:
+        body = await request.body()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        last_error: Exception | None = None
+        tried: set[str] = set()
+        for _ in range(2):  # a backend retired between lookup and connect: try the new active one once
+            backend = backends.current()
+            if backend is None:
+                return JSONResponse({"error": "no model deployed behind this endpoint yet"}, status_code=503)
+            if backend in tried:
+                break
+            tried.add(backend)
+            backends.inflight[backend] += 1
+            try:
+                upstream = await client.request(
+                    request.method,
+                    backend + request.url.path,
+                    params=request.query_params,
+                    content=body,
+                    headers=headers,
+                )
+            except httpx.ConnectError as exc:
+                last_error = exc
+                continue
+            finally:
+                backends.inflight[backend] -= 1
+            response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
+            response_headers.pop("content-length", None)
+            response_headers.pop("content-encoding", None)
+            return Response(upstream.content, status_code=upstream.status_code, headers=response_headers)
+        return JSONResponse({"error": f"model server unreachable: {last_error}"}, status_code=502)
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    routes = [Route("/-/router", status), Route("/{path:path}", forward, methods=methods)]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncGenerator[None]:
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the router under uvicorn."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state", required=True, type=Path, help="JSON state file naming the active backend")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("MLOPS_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
+    uvicorn.run(create_app(args.state), host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
