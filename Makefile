@@ -52,7 +52,8 @@ lock:  ## re-pin requirements.lock from pyproject.toml (names, versions, hashes;
 	$(UV) pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes --no-header \
 		--quiet -o requirements.lock
 
-stop:  ## stop the Airflow started by `make demo`
+stop:  ## stop the Airflow and the model endpoints started by `make demo`
+	-$(BIN)/airflow-mlops endpoint stop
 	-$(BIN)/airflow-mlops airflow stop
 
 clean: stop  ## remove the state folder (.mlops/): a full reset

@@ -7,9 +7,11 @@ current environment (``MLOPS_HOME``, default ``.mlops/`` in the checkout).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -102,6 +104,12 @@ def status_report() -> dict[str, Any]:
     mlflow_server = running_mlflow(settings)
     if mlflow_server is not None:
         endpoints["mlflow"] = mlflow_server.url
+    from airflow_mlops.deploy.local import status as local_status
+
+    for name in specs.specs:
+        router = local_status(name, settings).get("router")
+        if router and router.get("running"):
+            endpoints[name] = router["url"]
     return {
         "profile": settings.profile.value,
         "mlops_home": str(settings.home),
@@ -438,6 +446,116 @@ def train(model: str, window_end: date | None, force: bool) -> None:
     for reason in outcome.decision.reasons:
         console.print(f"  - {reason}")
     console.print(_champion_text(model))
+
+
+@main.command()
+@click.argument("model")
+@click.option("--port", type=int, default=3000, show_default=True, help="port on 127.0.0.1")
+@click.option("--host", default="127.0.0.1", show_default=True)
+def serve(model: str, port: int, host: str) -> None:
+    """Serve MODEL's current @champion with BentoML in the foreground (packaging its bento first if needed)."""
+    from airflow_mlops.packaging import PackagingError, bentoml_home, package
+    from airflow_mlops.pipeline import PipelineError, model_spec
+    from airflow_mlops.registry import RegistryError, champion
+
+    settings = get_settings()
+    try:
+        spec = model_spec(model, settings)
+        ref = champion(spec, settings)
+        if ref is None:
+            raise click.ClickException(
+                f"{model} has no @champion yet: train one first (make demo, or airflow-mlops train)"
+            )
+        with console.status(f"packaging {model} version {ref.version}"):
+            bento = package(spec, ref, settings=settings)
+    except (PipelineError, RegistryError, PackagingError) as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"Serving {model}@champion = version {ref.version} ({bento.tag}) on http://{host}:{port}")
+    console.print(f"  curl -X POST http://{host}:{port}/predict -H 'content-type: application/json' -d @flights.json")
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home(settings)), "MLOPS_HOME": str(settings.home)}
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    os.execve(bentoml, [bentoml, "serve", bento.tag, "--host", host, "--port", str(port)], env)
+
+
+@main.group()
+def endpoint() -> None:
+    """The local endpoints that deployments start (router on the stable URL, active bento server)."""
+
+
+def _models(model: str | None) -> list[str]:
+    from airflow_mlops.specs import load_specs
+
+    return [model] if model else sorted(load_specs(get_settings().models_dir).specs)
+
+
+@endpoint.command("status")
+@click.argument("model", required=False)
+def endpoint_status(model: str | None) -> None:
+    """Router and active server of MODEL (default: every model)."""
+    from airflow_mlops.deploy.local import status as local_status
+
+    for name in _models(model):
+        state = local_status(name)
+        if not state:
+            console.print(f"{name}: no local endpoint")
+            continue
+        for role, record in state.items():
+            running = "running" if record.get("running") else "[red]not running[/red]"
+            version = f" version {record['version']}" if record.get("version") else ""
+            console.print(f"{name} {role:7} {record.get('url')}{version} pid {record.get('pid')} {running}")
+
+
+@endpoint.command("stop")
+@click.argument("model", required=False)
+def endpoint_stop(model: str | None) -> None:
+    """Stop the router and the active server of MODEL (default: every model)."""
+    from airflow_mlops.deploy.local import stop as local_stop
+
+    for name in _models(model):
+        stopped = local_stop(name)
+        console.print(f"{name}: stopped {', '.join(stopped)}" if stopped else f"{name}: nothing running")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--date", "day", required=True, callback=_parse_day, help="validated day whose flights to send")
+@click.option("--rows", type=int, default=5, show_default=True, help="how many flights")
+@click.option("--url", default=None, help="endpoint (default: the model's local stable URL)")
+def predict(model: str, day: date, rows: int, url: str | None) -> None:
+    """Send ROWS real flights of a validated day to MODEL's endpoint and print the predictions."""
+    console.print_json(data=_predict(model, day, rows, url))
+
+
+def _predict(model: str, day: date, rows: int, url: str | None) -> dict[str, Any]:
+    import httpx
+    import pandas as pd
+
+    from airflow_mlops.ingest import partition_path
+    from airflow_mlops.pipeline import model_spec
+    from airflow_mlops.serving import flights_payload
+
+    settings = get_settings()
+    spec = model_spec(model, settings)
+    url = url or f"http://{spec.deploy.local.host}:{spec.deploy.local.port}"
+    path = partition_path(settings.validated_dir, "flights", day)
+    if not path.exists():
+        raise click.ClickException(f"no validated flights for {day}: {path} is missing")
+    flights = pd.read_parquet(path).head(rows)
+    body = flights_payload(flights)
+    try:
+        response = httpx.post(f"{url}/predict", json=body, timeout=60)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"{url}/predict unreachable: {exc}") from None
+    if response.status_code != 200:
+        raise click.ClickException(f"{url}/predict answered {response.status_code}: {response.text[:500]}")
+    answers = response.json()["predictions"]
+    return {
+        "url": f"{url}/predict",
+        "predictions": [
+            {"flight": f"{f['carrier']}{f['flight']} {f['origin']}->{f['dest']} {f['time_hour']}", **a}
+            for f, a in zip(body["flights"], answers, strict=True)
+        ],
+    }
 
 
 def _register_subgroups() -> None:
