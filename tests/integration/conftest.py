@@ -103,12 +103,19 @@ def models_dir(mlops_home: Path) -> Iterator[Path]:
     spec["training"].update(window_days=TEST_WINDOW_DAYS, holdout_days=TEST_HOLDOUT_DAYS)
     spec["algorithm"]["params"]["max_iter"] = 100
     spec["quality"]["min_auc"] = 0.6
+    # Deployments of the session serve on a free port, never the user's 3000.
+    spec["deploy"] = {"target": "local", "local": {"port": free_port()}, "smoke_rows": 30}
     folder = mlops_home.parent / f"{mlops_home.name}-models"
     folder.mkdir()
     (folder / "flight_delay.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_MODELS_DIR", str(folder))
-        yield folder
+        try:
+            yield folder
+        finally:  # bento servers and routers that train DAG runs started
+            from airflow_mlops.deploy.local import stop as stop_endpoint
+
+            stop_endpoint("flight_delay", load_settings())
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""``train_flight_delay`` end to end through a real Airflow, with the embedded MLflow of the session.
+"""``train_flight_delay`` end to end through a real Airflow, with the embedded MLflow of the session, deploying
+to the local target (bento servers behind the spec's stable URL, on a free port).
 
 The session's spec (conftest) has a 14-day window, so two weeks of real January 2013 data, landed,
 validated and materialized by ``ingest_flights``, make a complete window.
@@ -9,21 +10,26 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import httpx
+import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
 
 from airflow_mlops.airflow_runtime import AirflowApi, AirflowServer, day_start
+from airflow_mlops.ingest import partition_path
+from airflow_mlops.serving import flights_payload
 from airflow_mlops.settings import load_settings
 
 INGEST = "ingest_flights"
+TASKS = ("training_set", "register", "gate", "package", "deploy", "smoke_test", "promote")
 TRAIN = "train_flight_delay"
 FIRST, LAST = date(2013, 1, 1), date(2013, 1, 14)
 
 
 @pytest.mark.integration
-def test_train_dag_registers_gates_and_promotes(
-    airflow_server: AirflowServer, airflow_user: str, airflow_password: str
+def test_train_dag_registers_gates_deploys_and_promotes(
+    airflow_server: AirflowServer, airflow_user: str, airflow_password: str, models_dir: Path
 ) -> None:
     settings = load_settings()
     api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
@@ -38,7 +44,7 @@ def test_train_dag_registers_gates_and_promotes(
     # Retraining on request through the REST API, with params.
     run_id = api.trigger(TRAIN, day_start(date(2013, 1, 15)), conf={"window_end": LAST.isoformat()})
     assert api.wait_for_run(TRAIN, run_id, timeout=900) == "success", api.task_states(TRAIN, run_id)
-    assert api.task_states(TRAIN, run_id) == dict.fromkeys(("training_set", "register", "gate", "promote"), "success")
+    assert api.task_states(TRAIN, run_id) == dict.fromkeys(TASKS, "success")
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     champion = client.get_model_version_by_alias("flight_delay", "champion")
@@ -49,6 +55,16 @@ def test_train_dag_registers_gates_and_promotes(
     assert run.data.tags["airflow.run_id"] in train_runs
     assert any("card" in artifact.path for artifact in client.list_artifacts(champion.run_id))
     assert champion.tags.get("gate.decision") == "promote"
+    assert champion.tags["bento.tag"].startswith("flight-delay:") and len(champion.tags["bento.digest"]) == 64
+
+    # The champion serves behind the spec's stable URL, deployed and smoke-tested by the run.
+    spec = yaml.safe_load((models_dir / "flight_delay.yaml").read_text())
+    url = f"http://127.0.0.1:{spec['deploy']['local']['port']}"
+    rows = pd.read_parquet(partition_path(settings.validated_dir, "flights", LAST)).head(3)
+    answer = httpx.post(f"{url}/predict", json=flights_payload(rows), timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert {p["model_version"] for p in answer.json()["predictions"]} == {int(champion.version)}
+    assert "smoke test passed" in api.task_log(TRAIN, run_id, "smoke_test")
 
     # The same training again: no duplicate version, the champion stays where it is.
     again = api.trigger(TRAIN, day_start(date(2013, 1, 16)), conf={"window_end": LAST.isoformat()})
@@ -69,7 +85,7 @@ def test_train_dag_keeps_a_worse_challenger_out(
     try:
         champion = client.get_model_version_by_alias("flight_delay", "champion")
     except Exception:
-        pytest.skip("needs the champion of test_train_dag_registers_gates_and_promotes")
+        pytest.skip("needs the champion of test_train_dag_registers_gates_deploys_and_promotes")
 
     # The spec is read when a task runs: cripple the model for the next training only.
     path = models_dir / "flight_delay.yaml"
@@ -87,7 +103,7 @@ def test_train_dag_keeps_a_worse_challenger_out(
         "training_set": "success",
         "register": "success",
         "gate": "success",
-        "promote": "skipped",
+        **dict.fromkeys(("package", "deploy", "smoke_test", "promote"), "skipped"),
     }
     log = api.task_log(TRAIN, run_id, "gate")
     assert "not promoted" in log and "AUC improvement" in log
