@@ -188,15 +188,17 @@ def read_predictions(
         from sqlalchemy import create_engine, text
 
         engine = create_engine(url.replace("postgres://", "postgresql://", 1))
-        with engine.connect() as conn:
-            exists = conn.execute(text("select to_regclass(:t)"), {"t": TABLE}).scalar()
-            if not exists:
-                return pd.DataFrame()
-            return pd.read_sql(
-                text(f"select * from {TABLE} where model = :m and date = :d"),
-                conn,
-                params={"m": model, "d": day.isoformat()},
-            )
+        try:
+            with engine.connect() as conn:
+                if not conn.execute(text("select to_regclass(:t)"), {"t": TABLE}).scalar():
+                    return pd.DataFrame()
+                return pd.read_sql(
+                    text(f"select * from {TABLE} where model = :m and date = :d"),
+                    conn,
+                    params={"m": model, "d": day.isoformat()},
+                )
+        finally:
+            engine.dispose()
     folder = predictions_dir(settings, model) / f"date={day.isoformat()}"
     files = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not files:
