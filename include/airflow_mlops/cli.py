@@ -366,14 +366,33 @@ def demo(port: int, start: date, end: date, model: str, stop: bool) -> None:
     console.print(f"Runs           {server.url}/dags/ingest_flights/runs  and  {server.url}/dags/train_{model}/runs")
     _show_features(settings, end)
     console.print(outcome)
+    _show_predictions(model, end)
     console.print(f"MLflow UI      {_mlflow_ui_command(settings)}  then http://127.0.0.1:5000")
     console.print(f"Airflow log    {server.log_path}")
     console.print("Status         .venv/bin/airflow-mlops status")
     if stop:
+        from airflow_mlops.deploy.local import stop as stop_endpoint
+
+        stop_endpoint(model, settings)
         stop_airflow(server.pid)
-        console.print("Airflow stopped.")
+        console.print("Airflow and the endpoint stopped.")
     else:
-        console.print("Stop Airflow   make stop   (or .venv/bin/airflow-mlops airflow stop)")
+        console.print("Stop           make stop   (Airflow and the model endpoint)")
+
+
+def _show_predictions(model: str, day: date) -> None:
+    """Send a few real flights of ``day`` to the deployed endpoint and print the answers."""
+    try:
+        answer = _predict(model, day, 3, None)
+    except click.ClickException as exc:
+        console.print(f"Endpoint       not answering: {exc.message}")
+        return
+    console.print(f"Endpoint       {answer['url']}  (POST {{\"flights\": [...]}})")
+    for p in answer["predictions"]:
+        console.print(
+            f"  {p['flight']}: delay probability {p['delay_probability']:.3f} "
+            f"(delayed: {p['delayed']}, version {p['model_version']})"
+        )
 
 
 def _mlflow_ui_command(settings: Any) -> str:
