@@ -29,7 +29,7 @@ from airflow_mlops.specs import ModelSpec
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Most flights one request may carry (a larger batch gets 422, naming the limit).
+#: Most flights one request may carry (a larger batch gets 400, naming the limit).
 MAX_FLIGHTS = 1000
 #: Largest request body in bytes (a larger body gets 413).
 MAX_BODY_BYTES = 1_000_000
@@ -150,30 +150,22 @@ def flights_frame(flights: list[Flight]) -> pd.DataFrame:
     """Request flights as rows of the flights table (local ``year``/``month``/``day``/``hour``/``minute``)."""
     import pandas as pd
 
-    zone = _zone(FLIGHTS_TZ)
-    rows = []
-    for f in flights:
-        local = f.time_hour.astimezone(zone)
-        rows.append(
-            {
-                "year": local.year,
-                "month": local.month,
-                "day": local.day,
-                "hour": f.sched_dep_time // 100,
-                "minute": f.sched_dep_time % 100,
-                "date": local.date().isoformat(),
-                "carrier": f.carrier,
-                "flight": f.flight,
-                "tailnum": f.tailnum,
-                "origin": f.origin,
-                "dest": f.dest,
-                "distance": f.distance,
-                "sched_dep_time": f.sched_dep_time,
-                "time_hour": f.time_hour,
-            }
-        )
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame([f.model_dump() for f in flights])
+    return with_local_clock(frame)
+
+
+def with_local_clock(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (``time_hour``, ``sched_dep_time``...) plus the flights table's local ``year``/``month``/``day``/
+    ``hour``/``minute`` and the partition ``date``: what the spec's schedule features derive from."""
+    import pandas as pd
+
+    frame = frame.copy()
     frame["time_hour"] = pd.to_datetime(frame["time_hour"], utc=True)
+    local = frame["time_hour"].dt.tz_convert(FLIGHTS_TZ)
+    sched = frame["sched_dep_time"].astype("int64")
+    frame["year"], frame["month"], frame["day"] = local.dt.year, local.dt.month, local.dt.day
+    frame["hour"], frame["minute"] = sched // 100, sched % 100
+    frame["date"] = local.dt.strftime("%Y-%m-%d")
     return frame
 
 
