@@ -134,6 +134,7 @@ def start_airflow(
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.run_dir / f"airflow-{port}.log"
     env = airflow_env(port, settings)
+    write_local_settings(settings)
     airflow_bin = str(Path(sys.executable).parent / "airflow")
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
@@ -158,6 +159,17 @@ def start_airflow(
         stop_airflow(server.pid)
         raise
     return server
+
+
+def write_local_settings(settings: Settings) -> Path:
+    """``$AIRFLOW_HOME/config/airflow_local_settings.py``: preload the stage libraries in the scheduler."""
+    from airflow_mlops.airflow_preload import LOCAL_SETTINGS
+
+    path = settings.airflow_home / "config" / "airflow_local_settings.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != LOCAL_SETTINGS:
+        path.write_text(LOCAL_SETTINGS)
+    return path
 
 
 def _wait_healthy(

@@ -387,7 +387,7 @@ def _show_predictions(model: str, day: date) -> None:
     except click.ClickException as exc:
         console.print(f"Endpoint       not answering: {exc.message}")
         return
-    console.print(f"Endpoint       {answer['url']}  (POST {{\"flights\": [...]}})")
+    console.print(f'Endpoint       {answer["url"]}  (POST {{"flights": [...]}})')
     for p in answer["predictions"]:
         console.print(
             f"  {p['flight']}: delay probability {p['delay_probability']:.3f} "
@@ -575,6 +575,43 @@ def _predict(model: str, day: date, rows: int, url: str | None) -> dict[str, Any
             for f, a in zip(body["flights"], answers, strict=True)
         ],
     }
+
+
+@main.command()
+@click.option("--start", required=True, callback=_parse_day, help="first day, YYYY-MM-DD")
+@click.option("--end", required=True, callback=_parse_day, help="last day (included), YYYY-MM-DD")
+@click.option(
+    "--rate", type=float, default=0.0, show_default=True, help="flights per second (0: as fast as it answers)"
+)
+@click.option("--batch", type=int, default=50, show_default=True, help="flights per request")
+@click.option("--model", default="flight_delay", show_default=True)
+@click.option("--url", default=None, help="endpoint (default: the model's local stable URL)")
+def replay(start: date, end: date, rate: float, batch: int, model: str, url: str | None) -> None:
+    """Send the real flights of START..END to MODEL's endpoint as live traffic (fills the prediction log)."""
+    console.print_json(data=_replay(model, start, end, rate=rate, batch=batch, url=url))
+
+
+def _replay(model: str, start: date, end: date, *, rate: float = 0.0, batch: int = 50, url: str | None = None) -> dict:
+    from airflow_mlops.ingest import days
+    from airflow_mlops.pipeline import model_spec
+    from airflow_mlops.replay import replay as send
+
+    if end < start:
+        raise click.BadParameter(f"--end {end} is before --start {start}")
+    spec = model_spec(model)
+    url = url or f"http://{spec.deploy.local.host}:{spec.deploy.local.port}"
+    with _progress() as progress:
+        task = progress.add_task(f"replaying {start}..{end} to {url}", total=None, detail="")
+        result = send(
+            url,
+            list(days(start, end)),
+            rate=rate,
+            batch=batch,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if result.predicted == 0:
+        raise click.ClickException(f"no prediction from {url}: {'; '.join(result.errors) or 'nothing to send'}")
+    return {"url": url, **result.to_dict()}
 
 
 def _register_subgroups() -> None:

@@ -249,3 +249,19 @@ def smoke_and_commit(
         committed.details.get("url", committed.endpoint),
     )
     return {"deployment": committed.to_dict(), "smoke": result.to_dict()}
+
+
+def monitor_model(model: str, day: str, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Task ``report`` of ``monitor_<model>``: the day's Evidently reports and the policy's verdict.
+
+    Returns the :class:`~airflow_mlops.monitoring.MonitorResult` as a dict, plus ``event``: the extra of the
+    ``drift`` asset event the run emits when the policy says retrain.
+    """
+    from airflow_mlops.monitoring import monitor_day
+
+    settings = settings or get_settings()
+    result = monitor_day(model_spec(model, settings), date.fromisoformat(day), settings=settings)
+    for name, path in sorted(result.reports.items()):
+        log.info("%s %s: report %s: %s", model, day, name, path)
+    log.info("%s %s: %s, retrain: %s\n  %s", model, day, result.status, result.retrain, "\n  ".join(result.reasons))
+    return {**result.to_dict(), "event": result.event_extra()}

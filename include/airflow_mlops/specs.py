@@ -125,7 +125,15 @@ class DriftPolicy(_Strict):
     feature_thresholds: dict[str, float] = Field(default_factory=dict)
     max_quality_drop: float = Field(default=0.05, ge=0, le=1)
     min_rows: int = Field(default=500, ge=1)
+    #: Current data of the run for day D: the served traffic of D and the days before it (a week smooths the
+    #: features that are constant within a day, such as the weather hour or the day of week).
+    current_days: int = Field(default=7, ge=1, le=90)
     cooldown_hours: float = Field(default=24, ge=0)
+    #: Evidently stat tests: distances by default (their threshold means the same at every sample size;
+    #: p-value tests flag any difference once a day has enough rows).
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    threshold: float = Field(default=0.1, gt=0, le=1, description="drift threshold of every feature's method")
 
 
 class LocalDeploy(_Strict):

@@ -1,0 +1,71 @@
+"""
+### `monitor_<model>`: Evidently drift and quality of a day's served traffic -> the `drift` asset
+
+One DAG per model spec, `@daily` over 2013 (catchup off: past days come by backfill, like any day).
+The run for logical date *D* judges the predictions served for flights of *D*:
+
+1. **report**: current data is *D*'s prediction log (features as served), joined with the true outcome once
+   *D*'s flights have landed; reference is the champion's training set. Evidently computes drift per
+   feature and, with outcomes, classification quality. Reports (HTML + JSON) go to
+   `$MLOPS_HOME/reports/<model>/date=D/`, named in the task log and behind the task's *Drift report* link; the
+   key figures are logged to MLflow on the champion's run (`monitor.*`).
+2. **should_retrain**: the spec's `drift` policy (drift share, per-feature thresholds, quality drop against
+   the champion's holdout AUC, minimum rows, cooldown). A day that cannot be judged (no traffic, too few
+   rows) says so and stops here.
+3. **emit_drift**: emits the `<model>.drift` asset event with the reasons, report path and figures, which
+   schedules `train_<model>`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from airflow.sdk import dag, task
+
+from airflow_mlops import assets
+from airflow_mlops.dag_helpers import default_args
+from airflow_mlops.specs import ModelSpec, load_specs
+
+
+def build_monitor_dag(spec: ModelSpec) -> None:
+    """One ``monitor_<model>`` DAG for ``spec``."""
+    drift_asset = assets.drift(spec.name)
+
+    @dag(
+        dag_id=f"monitor_{spec.name}",
+        doc_md=__doc__,
+        description=f"Drift and quality of {spec.name}'s served traffic, day by day",
+        schedule="@daily",
+        start_date=datetime(2013, 1, 1, tzinfo=UTC),
+        end_date=datetime(2013, 12, 31, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["mlops", "monitor", spec.name],
+        default_args=default_args(),
+    )
+    def monitor() -> None:
+        @task(multiple_outputs=False)
+        def report(*, data_interval_start=None) -> dict[str, object]:
+            """Evidently reports of the day's traffic and the policy's verdict."""
+            from airflow_mlops.pipeline import monitor_model
+
+            return monitor_model(spec.name, data_interval_start.date().isoformat())
+
+        @task.short_circuit
+        def should_retrain(result: dict[str, object]) -> bool:
+            """True when the policy says retrain; otherwise the run ends here, without an event."""
+            return bool(result["retrain"])
+
+        @task(outlets=[drift_asset])
+        def emit_drift(result: dict[str, object], *, outlet_events=None) -> None:
+            """The ``drift`` asset event, with reasons, report path and figures in its extra."""
+            outlet_events[drift_asset].extra = result["event"]
+
+        result = report()
+        should_retrain(result) >> emit_drift(result)
+
+    monitor()
+
+
+for _spec in load_specs().specs.values():
+    build_monitor_dag(_spec)

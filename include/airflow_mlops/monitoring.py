@@ -1,0 +1,414 @@
+"""Monitoring: Evidently drift and quality reports of a day's served traffic, and the retraining policy.
+
+:func:`monitor_day` judges one day of a model's traffic:
+
+- **current** data is the day's prediction log (:mod:`airflow_mlops.prediction_log`: the inputs and the Feast
+  features *as served*), turned into the model's input columns exactly as serving did
+  (:func:`airflow_mlops.training.serving_input`); once the day's flights have landed in the validated zone,
+  each prediction is joined with its true outcome (the spec's target rule on ``dep_delay``);
+- **reference** data is the champion's training set (its train rows), read from where the training stored it,
+  or rebuilt from the validated zone and checked against the digest recorded on the MLflow run.
+
+Evidently 0.7 computes drift per feature (``DataDriftPreset``: each column's method and threshold, with the
+spec's per-feature thresholds) and, when outcomes exist, classification quality (``ClassificationPreset``). The
+reports go to ``$MLOPS_HOME/reports/<model>/date=YYYY-MM-DD/`` (``drift.html``/``drift.json``,
+``quality.html``/``quality.json``, ``summary.json``), and the key figures are logged to MLflow on the champion's
+run (metrics ``monitor.*``, step = the day's ordinal).
+
+The policy (spec ``drift``) says *retrain* when the share of drifted features reaches ``drift_share``, when a
+feature listed in ``feature_thresholds`` drifts, or when ROC AUC falls more than ``max_quality_drop`` below the
+champion's holdout AUC; never with fewer than ``min_rows`` predictions (status ``insufficient_data``), and not
+within ``cooldown_hours`` of the champion's training window end (data time, so replays and backfills judge
+alike; status ``cooldown``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.specs import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from airflow_mlops.registry import ModelVersionRef
+
+log = logging.getLogger(__name__)
+
+#: Outcome column added to the current data (the spec's target, from the landed flights).
+OUTCOME = "outcome"
+PROBABILITY = "delay_probability"
+#: Fewest labelled rows (with both classes) for a quality report.
+MIN_LABELLED = 50
+
+#: Statuses of a monitored day.
+DRIFT, OK, INSUFFICIENT, NO_TRAFFIC, NO_CHAMPION, COOLDOWN = (
+    "drift",
+    "ok",
+    "insufficient_data",
+    "no_traffic",
+    "no_champion",
+    "cooldown",
+)
+
+
+class MonitoringError(RuntimeError):
+    """A day cannot be monitored for a reason that needs fixing (not merely too little traffic)."""
+
+
+@dataclass
+class FeatureDrift:
+    score: float
+    method: str
+    threshold: float
+    drifted: bool
+
+
+@dataclass
+class MonitorResult:
+    """One monitored day: status, whether to retrain and why, the figures and where the reports are."""
+
+    model: str
+    day: str
+    status: str
+    retrain: bool
+    reasons: list[str]
+    rows: int = 0
+    labelled_rows: int = 0
+    champion_version: int | None = None
+    served_versions: list[int] = field(default_factory=list)
+    drift_share: float | None = None
+    drifted_features: list[str] = field(default_factory=list)
+    features: dict[str, FeatureDrift] = field(default_factory=dict)
+    auc: float | None = None
+    champion_auc: float | None = None
+    quality_drop: float | None = None
+    reports: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def event_extra(self) -> dict[str, Any]:
+        """What the ``drift`` asset event carries: reasons, report paths and the key figures."""
+        return {
+            "model": self.model,
+            "day": self.day,
+            "window_end": self.day,
+            "status": self.status,
+            "reasons": self.reasons,
+            "drift_share": self.drift_share,
+            "drifted_features": self.drifted_features,
+            "auc": self.auc,
+            "champion_auc": self.champion_auc,
+            "quality_drop": self.quality_drop,
+            "rows": self.rows,
+            "champion_version": self.champion_version,
+            "report": self.reports.get("drift_html"),
+            "reports": self.reports,
+        }
+
+
+def reports_dir(settings: Settings, model: str, day: date) -> Path:
+    return settings.home / "reports" / model / f"date={day.isoformat()}"
+
+
+def _is_p_value(method: str) -> bool:
+    return "p_value" in method.replace("-", "_").lower()
+
+
+def _drifted(score: float, method: str, threshold: float) -> bool:
+    """Evidently scores are p-values for small samples (drift when below the threshold) and distances otherwise
+    (drift when at or above it)."""
+    if math.isnan(score):
+        return False
+    return score < threshold if _is_p_value(method) else score >= threshold
+
+
+def reference_frame(
+    spec: ModelSpec, champion: ModelVersionRef, settings: Settings
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The champion's training set (train rows) as model input, with its ``(numeric, categorical)`` columns."""
+    from mlflow import MlflowClient
+
+    from airflow_mlops.pipeline import training_dir
+    from airflow_mlops.registry import configure_mlflow
+    from airflow_mlops.training import SPLIT, TRAIN, TrainingSet, build_training_set, model_input
+
+    configure_mlflow(settings)
+    tags = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(champion.run_id).data.tags
+    window_end = date.fromisoformat(tags["data.window_end"])
+    folder = training_dir(settings, spec.name, window_end)
+    training_set = None
+    if folder.is_dir():
+        loaded = TrainingSet.load(folder)
+        if loaded.train_digest == tags.get("data.train_digest"):
+            training_set = loaded
+    if training_set is None:
+        training_set = build_training_set(spec, window_end, settings=settings)
+        if training_set.train_digest != tags.get("data.train_digest"):
+            raise MonitoringError(
+                f"{spec.name}: the champion's training set (window ending {window_end}) cannot be rebuilt as it was: "
+                f"train digest {training_set.train_digest[:12]} != {tags.get('data.train_digest', '?')[:12]} on run "
+                f"{champion.run_id}"
+            )
+        training_set.save(folder)
+    train = training_set.frame[training_set.frame[SPLIT] == TRAIN]
+    numeric, categorical = list(training_set.numeric), list(training_set.categorical)
+    return model_input(train, numeric, categorical), numeric, categorical
+
+
+def current_frame(
+    spec: ModelSpec, day: date, numeric: list[str], categorical: list[str], settings: Settings
+) -> pd.DataFrame:
+    """The served traffic of ``day`` and the ``drift.current_days - 1`` days before it as model input (plus
+    ``delay_probability``, ``model_version``, ``date`` and, for days whose flights have landed, ``outcome``)."""
+    import pandas as pd
+
+    from airflow_mlops.prediction_log import read_predictions
+
+    days = [day - timedelta(days=n) for n in range(spec.drift.current_days - 1, -1, -1)]
+    parts = [read_predictions(spec.name, d, settings=settings) for d in days]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame()
+    logged = pd.concat(parts, ignore_index=True).drop_duplicates("request_id").reset_index(drop=True)
+    return _model_frame(spec, logged, days, numeric, categorical, settings)
+
+
+def _model_frame(
+    spec: ModelSpec,
+    logged: pd.DataFrame,
+    days: list[date],
+    numeric: list[str],
+    categorical: list[str],
+    settings: Settings,
+) -> pd.DataFrame:
+    import pandas as pd
+
+    from airflow_mlops.ingest import partition_path
+    from airflow_mlops.serving import with_local_clock
+    from airflow_mlops.training import serving_input
+
+    flights = with_local_clock(logged)
+    served = logged[[c for c in logged.columns if c in numeric or c in categorical]]
+    frame = serving_input(spec, flights, served, numeric, categorical)
+    frame[PROBABILITY] = logged[PROBABILITY].astype("float64")
+    frame["model_version"] = logged["model_version"].astype("int64")
+    frame["date"] = flights["date"].to_numpy()
+    truth_paths = [p for d in days if (p := partition_path(settings.validated_dir, "flights", d)).exists()]
+    if truth_paths:
+        truth = pd.concat([pd.read_parquet(p) for p in truth_paths], ignore_index=True)
+        truth = with_local_clock(truth.drop(columns=["date"], errors="ignore"))
+        truth[OUTCOME] = spec.target.apply(truth[spec.target.column]).astype("int64")
+        keys = ["carrier", "flight", "origin", "time_hour", "sched_dep_time"]
+        truth = truth.drop_duplicates(keys)[[*keys, OUTCOME]]
+        joined = flights[keys].merge(truth, on=keys, how="left")
+        frame[OUTCOME] = joined[OUTCOME].to_numpy()
+    return frame
+
+
+def _drift_report(
+    spec: ModelSpec, current: pd.DataFrame, reference: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> tuple[Any, dict[str, FeatureDrift], float]:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    columns = [*numeric, *categorical]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    thresholds = {k: v for k, v in spec.drift.feature_thresholds.items() if k in columns}
+    report = Report(
+        [
+            DataDriftPreset(
+                columns=columns,
+                drift_share=spec.drift.drift_share,
+                num_method=spec.drift.num_method,
+                cat_method=spec.drift.cat_method,
+                threshold=spec.drift.threshold,
+                per_column_threshold=thresholds or None,
+            )
+        ]
+    )
+    snapshot = report.run(
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
+    features: dict[str, FeatureDrift] = {}
+    share = float("nan")
+    for metric in snapshot.dict()["metrics"]:
+        config = metric.get("config", {})
+        kind = config.get("type", "")
+        if kind.endswith("ValueDrift"):
+            score = float(metric["value"])
+            method, threshold = str(config.get("method")), float(config.get("threshold"))
+            features[config["column"]] = FeatureDrift(score, method, threshold, _drifted(score, method, threshold))
+        elif kind.endswith("DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+    return snapshot, features, share
+
+
+def _quality_report(current: pd.DataFrame) -> tuple[Any, float | None]:
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    labelled = current[current[OUTCOME].notna()].copy()
+    labelled[OUTCOME] = labelled[OUTCOME].astype("int64")
+    if len(labelled) < MIN_LABELLED or labelled[OUTCOME].nunique() < 2:
+        return None, None
+    definition = DataDefinition(
+        numerical_columns=[PROBABILITY],
+        classification=[BinaryClassification(target=OUTCOME, prediction_probas=PROBABILITY)],
+    )
+    snapshot = Report([ClassificationPreset()]).run(
+        Dataset.from_pandas(labelled[[OUTCOME, PROBABILITY]], data_definition=definition), None
+    )
+    auc = None
+    for metric in snapshot.dict()["metrics"]:
+        if metric.get("config", {}).get("type", "").endswith("RocAuc"):
+            auc = float(metric["value"])
+    return snapshot, auc
+
+
+def _save(snapshot: Any, folder: Path, name: str) -> dict[str, str]:
+    html, raw = folder / f"{name}.html", folder / f"{name}.json"
+    snapshot.save_html(str(html))
+    raw.write_text(snapshot.json())
+    return {f"{name}_html": str(html), f"{name}_json": str(raw)}
+
+
+def _champion_figures(champion: ModelVersionRef, settings: Settings) -> tuple[float | None, date | None]:
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(champion.run_id)
+    auc = run.data.metrics.get("holdout.auc")
+    window_end = run.data.tags.get("data.window_end")
+    return auc, date.fromisoformat(window_end) if window_end else None
+
+
+def _log_to_mlflow(champion: ModelVersionRef, result: MonitorResult, day: date, settings: Settings) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    figures = {
+        "monitor.rows": result.rows,
+        "monitor.drift_share": result.drift_share,
+        "monitor.drifted_features": len(result.drifted_features),
+        "monitor.auc": result.auc,
+        "monitor.quality_drop": result.quality_drop,
+        "monitor.retrain": float(result.retrain),
+    }
+    stamp = int(datetime.combine(day, datetime.min.time()).timestamp() * 1000)
+    metrics = [
+        Metric(k, float(v), stamp, day.toordinal()) for k, v in figures.items() if v is not None and not math.isnan(v)
+    ]
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    client.log_batch(champion.run_id, metrics=metrics)
+    client.set_model_version_tag(champion.name, str(champion.version), "monitor.last_day", day.isoformat())
+    client.set_model_version_tag(champion.name, str(champion.version), "monitor.last_status", result.status)
+
+
+def monitor_day(spec: ModelSpec, day: date, *, settings: Settings | None = None) -> MonitorResult:
+    """Judge one day of ``spec``'s served traffic (see the module doc); the reports are written, not returned."""
+    from airflow_mlops.registry import champion as current_champion
+    from airflow_mlops.registry import configure_mlflow
+
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    configure_mlflow(settings)
+    champion = current_champion(spec, settings)
+    result = MonitorResult(model=spec.name, day=day.isoformat(), status=OK, retrain=False, reasons=[])
+    folder = reports_dir(settings, spec.name, day)
+    folder.mkdir(parents=True, exist_ok=True)
+    if champion is None:
+        result.status, result.reasons = NO_CHAMPION, [f"{spec.name} has no @champion yet: nothing to compare with"]
+        return _finish(result, folder, started)
+    result.champion_version = champion.version
+    reference, numeric, categorical = reference_frame(spec, champion, settings)
+    current = current_frame(spec, day, numeric, categorical, settings)
+    result.rows = len(current)
+    if current.empty:
+        result.status = NO_TRAFFIC
+        result.reasons = [
+            f"no prediction logged for flights of the {spec.drift.current_days} days ending {day} "
+            "(replay traffic or wait for requests)"
+        ]
+        return _finish(result, folder, started)
+    result.served_versions = sorted(int(v) for v in current["model_version"].unique())
+    if OUTCOME in current.columns:
+        result.labelled_rows = int(current[OUTCOME].notna().sum())
+    if result.rows < spec.drift.min_rows:
+        result.status = INSUFFICIENT
+        result.reasons = [
+            f"{result.rows} predictions in the {spec.drift.current_days} days ending {day}, fewer than "
+            f"drift.min_rows={spec.drift.min_rows}"
+        ]
+        return _finish(result, folder, started)
+
+    snapshot, features, share = _drift_report(spec, current, reference, numeric, categorical)
+    result.reports.update(_save(snapshot, folder, "drift"))
+    result.features = features
+    result.drift_share = share
+    result.drifted_features = sorted(name for name, f in features.items() if f.drifted)
+    reasons: list[str] = []
+    if share >= spec.drift.drift_share:
+        reasons.append(
+            f"{len(result.drifted_features)} of {len(features)} features drifted (share {share:.2f} >= "
+            f"drift_share {spec.drift.drift_share}): {', '.join(result.drifted_features[:8])}"
+        )
+    for name in spec.drift.feature_thresholds:
+        if name in features and features[name].drifted:
+            f = features[name]
+            reasons.append(f"{name} drifted ({f.method} {f.score:.3g} vs threshold {f.threshold})")
+    if OUTCOME in current.columns:
+        quality, auc = _quality_report(current)
+        if quality is not None:
+            result.reports.update(_save(quality, folder, "quality"))
+        result.auc = auc
+        result.champion_auc, _ = _champion_figures(champion, settings)
+        if auc is not None and result.champion_auc is not None:
+            result.quality_drop = result.champion_auc - auc
+            if result.quality_drop > spec.drift.max_quality_drop:
+                reasons.append(
+                    f"ROC AUC {auc:.3f} is {result.quality_drop:.3f} below the champion's holdout AUC "
+                    f"{result.champion_auc:.3f} (max_quality_drop {spec.drift.max_quality_drop})"
+                )
+    if reasons:
+        _, trained_until = _champion_figures(champion, settings)
+        cooldown = timedelta(hours=spec.drift.cooldown_hours)
+        if (
+            trained_until is not None
+            and datetime.combine(day, datetime.min.time())
+            < datetime.combine(trained_until, datetime.min.time()) + cooldown
+        ):
+            result.status = COOLDOWN
+            result.reasons = [
+                *reasons,
+                f"but the champion was trained on data up to {trained_until}, within cooldown_hours="
+                f"{spec.drift.cooldown_hours} of {day}: no retraining yet",
+            ]
+        else:
+            result.status, result.retrain, result.reasons = DRIFT, True, reasons
+    else:
+        result.reasons = [f"no drift: share {share:.2f} < {spec.drift.drift_share}, quality within bounds"]
+    try:
+        _log_to_mlflow(champion, result, day, settings)
+    except Exception as exc:  # the report stands on its own; MLflow is a convenience here
+        log.warning("%s: could not log the monitoring figures of %s to MLflow: %s", spec.name, day, exc)
+    return _finish(result, folder, started)
+
+
+def _finish(result: MonitorResult, folder: Path, started: float) -> MonitorResult:
+    result.seconds = time.perf_counter() - started
+    summary = folder / "summary.json"
+    result.reports["summary"] = str(summary)
+    summary.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    log.info("%s %s: %s (retrain: %s) %s", result.model, result.day, result.status, result.retrain, result.reasons)
+    return result
