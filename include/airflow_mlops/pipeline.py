@@ -71,27 +71,73 @@ def missing_days(spec: ModelSpec, window_end: date, settings: Settings) -> list[
     ]
 
 
+def latest_complete_window_end(spec: ModelSpec, until: date, settings: Settings) -> date | None:
+    """The latest day ``<= until`` whose whole window has validated flights (None if there is none)."""
+    folder = settings.validated_dir / _main_table(spec)
+    present = {
+        date.fromisoformat(p.parent.name.removeprefix("date="))
+        for p in folder.glob("date=*/part-0.parquet")
+        if p.parent.name.removeprefix("date=") <= until.isoformat()
+    }
+    for end in sorted(present, reverse=True):
+        if all(d in present for d in window_days(spec, end)):
+            return end
+    return None
+
+
+def _champion_window_end(spec: ModelSpec, settings: Settings) -> date | None:
+    from airflow_mlops.registry import champion, version_tags
+
+    ref = champion(spec, settings)
+    if ref is None:
+        return None
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(ref.run_id).data.tags
+    raw = tags.get("data.window_end") or version_tags(ref, settings).get("data.window_end")
+    return date.fromisoformat(raw) if raw else None
+
+
 def resolve_window_end(
     spec: ModelSpec, requested: str | None, events: list[dict[str, Any]], settings: Settings
 ) -> date | Skip:
-    """The window end of a run: the ``window_end`` param, else the newest partition of the triggering
-    events, else the latest validated day. Asset-triggered runs whose window is not complete yet skip
-    (a backfill emits one event per day; training on half a window helps nobody)."""
+    """The window end of a run.
+
+    - the ``window_end`` param (a request) wins;
+    - a ``drift`` event retrains on the most recent *complete* window up to the drifted day (days of the new
+      regime that have not landed yet cannot be trained on);
+    - new-data events (``features``) use their newest partition, skip while that window is incomplete (a
+      backfill emits one event per day) and skip until it is ``training.retrain_every_days`` past the
+      champion's window end;
+    - otherwise (cron) the latest validated day.
+    """
     if requested:
         try:
             return date.fromisoformat(str(requested))
         except ValueError:
             raise PipelineError(f"param window_end={requested!r} is not a date (YYYY-MM-DD)") from None
+    drifted = sorted(str(e["window_end"]) for e in events if e.get("status") == "drift" and e.get("window_end"))
+    if drifted:
+        end = latest_complete_window_end(spec, date.fromisoformat(drifted[-1]), settings)
+        if end is None:
+            return Skip(f"drift on {drifted[-1]}, but no complete {spec.training.window_days}-day window of data yet")
+        log.info("%s: drift on %s; retraining on the latest complete window, ending %s", spec.name, drifted[-1], end)
+        return end
     partitions = sorted(str(e["partition"]) for e in events if e.get("partition"))
-    windows = sorted(str(e["window_end"]) for e in events if e.get("window_end"))
-    candidates = windows or partitions
-    if candidates:
-        end = date.fromisoformat(candidates[-1])
+    if partitions:
+        end = date.fromisoformat(partitions[-1])
         gaps = missing_days(spec, end, settings)
         if gaps:
             return Skip(
                 f"window {window_days(spec, end)[0]}..{end} is not complete yet: {len(gaps)} day(s) without "
                 f"validated flights (first {gaps[0]}); the run that completes it will train"
+            )
+        trained_until = _champion_window_end(spec, settings)
+        every = spec.training.retrain_every_days
+        if trained_until is not None and (end - trained_until).days < every:
+            return Skip(
+                f"the champion was trained on data up to {trained_until}; new data retrains every {every} days "
+                f"(next on {trained_until + timedelta(days=every)} or later; drift and requests retrain sooner)"
             )
         return end
     latest = latest_validated_day(spec, settings)

@@ -99,6 +99,9 @@ class Training(_Strict):
     holdout_days: int = Field(default=7, ge=1)
     schedule: str | None = None
     decision_threshold: float = Field(default=0.5, gt=0, lt=1)
+    #: New data (the features asset) retrains only when the window end is this many days past the champion's;
+    #: drift events, the cron and requests are not held back by it.
+    retrain_every_days: int = Field(default=7, ge=1, le=366)
 
     @field_validator("holdout_days")
     @classmethod

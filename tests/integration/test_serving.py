@@ -346,3 +346,39 @@ def test_readme_endpoint_examples_run_verbatim(server: str) -> None:
     )
     assert python.returncode == 0, python.stderr
     assert python.stdout.strip()
+
+
+def test_replay_fills_the_log_and_monitoring_judges_it(served: Served, server: str) -> None:
+    """Real days replayed as traffic, then Evidently over the served week against the champion's training set."""
+    from mlflow import MlflowClient
+
+    from airflow_mlops.monitoring import COOLDOWN, DRIFT, INSUFFICIENT, NO_TRAFFIC, monitor_day
+    from airflow_mlops.replay import replay
+
+    days = [date(2013, 1, 12), date(2013, 1, 13), date(2013, 1, 14)]
+    result = replay(server, days, batch=100)
+    assert result.failed_requests == 0 and result.errors == []
+    assert result.predicted == result.flights > 2000  # every real flight of three days answered
+
+    spec = served.spec
+    no_cooldown = spec.model_copy(update={"drift": spec.drift.model_copy(update={"cooldown_hours": 0})})
+    judged = monitor_day(no_cooldown, DAY, settings=served.settings)
+    assert judged.rows >= result.flights and judged.labelled_rows >= result.flights  # outcomes joined
+    assert judged.champion_version == served.champion.version
+    assert 0.5 < judged.auc < 1 and judged.champion_auc is not None
+    assert judged.quality_drop == pytest.approx(judged.champion_auc - judged.auc)
+    for name in ("drift_html", "drift_json", "quality_html", "quality_json", "summary"):
+        assert Path(judged.reports[name]).stat().st_size > 0, name
+    assert json.loads(Path(judged.reports["drift_json"]).read_text())["metrics"]
+    # The online store serves its latest weather to every replayed flight: real skew, which the report shows.
+    assert judged.status == DRIFT and judged.retrain and "temp" in judged.drifted_features
+    assert judged.event_extra()["report"] == judged.reports["drift_html"]
+    history = MlflowClient().get_metric_history(served.champion.run_id, "monitor.drift_share")
+    assert history and history[-1].value == pytest.approx(judged.drift_share)
+
+    # The same verdict within the cooldown (the champion's data ends on DAY): no retraining.
+    cooled = monitor_day(spec, DAY, settings=served.settings)
+    assert cooled.status == COOLDOWN and not cooled.retrain and "cooldown_hours" in cooled.reasons[-1]
+    few = spec.model_copy(update={"drift": spec.drift.model_copy(update={"min_rows": 10**6})})
+    assert monitor_day(few, DAY, settings=served.settings).status == INSUFFICIENT
+    assert monitor_day(spec, date(2013, 2, 20), settings=served.settings).status == NO_TRAFFIC

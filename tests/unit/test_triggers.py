@@ -1,0 +1,110 @@
+"""Which window a train run uses for each trigger, and when new data or drift holds it back."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from airflow_mlops import pipeline
+from airflow_mlops.ingest import partition_path
+from airflow_mlops.monitoring import MonitorResult, _drifted
+from airflow_mlops.pipeline import Skip, latest_complete_window_end, resolve_window_end
+from airflow_mlops.settings import PROJECT_ROOT, Settings, load_settings
+from airflow_mlops.specs import ModelSpec, load_spec
+
+
+@pytest.fixture
+def spec() -> ModelSpec:
+    raw = load_spec(PROJECT_ROOT / "include" / "models" / "flight_delay.yaml").model_dump()
+    raw["training"].update(window_days=10, holdout_days=2, retrain_every_days=5)
+    return ModelSpec.model_validate(raw)
+
+
+def validated(settings: Settings, first: date, last: date) -> None:
+    """Mark the days first..last as validated (the window checks only look at the partition files)."""
+    day = first
+    while day <= last:
+        path = partition_path(settings.validated_dir, "flights", day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        day += timedelta(days=1)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = load_settings({"MLOPS_HOME": str(tmp_path)})
+    validated(settings, date(2013, 1, 1), date(2013, 3, 31))
+    validated(settings, date(2013, 7, 1), date(2013, 7, 7))  # a summer week landed for its outcomes
+    return settings
+
+
+def test_a_request_uses_its_param(spec: ModelSpec, settings: Settings) -> None:
+    assert resolve_window_end(spec, "2013-02-10", [], settings) == date(2013, 2, 10)
+    with pytest.raises(pipeline.PipelineError, match="not a date"):
+        resolve_window_end(spec, "yesterday", [], settings)
+
+
+def test_drift_retrains_on_the_latest_complete_window(spec: ModelSpec, settings: Settings) -> None:
+    drift = [{"status": "drift", "window_end": "2013-07-07", "reasons": ["..."]}]
+    # July 7's window (Jun 28 .. Jul 7) lacks June: the latest complete one ends on March 31.
+    assert resolve_window_end(spec, None, drift, settings) == date(2013, 3, 31)
+    assert latest_complete_window_end(spec, date(2013, 1, 9), settings) is None
+    early = [{"status": "drift", "window_end": "2013-01-05"}]
+    assert isinstance(resolve_window_end(spec, None, early, settings), Skip)
+
+
+def test_new_data_waits_for_a_complete_window_and_the_retrain_interval(
+    spec: ModelSpec, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "_champion_window_end", lambda spec, settings: None)
+    assert resolve_window_end(spec, None, [{"partition": "2013-03-10"}], settings) == date(2013, 3, 10)
+    skip = resolve_window_end(spec, None, [{"partition": "2013-07-03"}], settings)
+    assert isinstance(skip, Skip) and "not complete yet" in skip.reason
+
+    monkeypatch.setattr(pipeline, "_champion_window_end", lambda spec, settings: date(2013, 3, 10))
+    held = resolve_window_end(spec, None, [{"partition": "2013-03-12"}], settings)
+    assert isinstance(held, Skip) and "every 5 days" in held.reason and "2013-03-15" in held.reason
+    assert resolve_window_end(spec, None, [{"partition": "2013-03-15"}], settings) == date(2013, 3, 15)
+    # Several events in one run (a burst): one training, on the newest partition.
+    burst = [{"partition": f"2013-03-{d}"} for d in (16, 18, 17)]
+    assert resolve_window_end(spec, None, burst, settings) == date(2013, 3, 18)
+
+
+def test_a_timed_run_uses_the_latest_validated_day(spec: ModelSpec, settings: Settings) -> None:
+    assert resolve_window_end(spec, None, [], settings) == date(2013, 7, 7)
+
+
+@pytest.mark.parametrize(
+    ("score", "method", "threshold", "drifted"),
+    [
+        (0.01, "K-S p_value", 0.05, True),  # a p-value below the threshold: drift
+        (0.30, "K-S p_value", 0.05, False),
+        (0.12, "Wasserstein distance (normed)", 0.1, True),  # a distance at or above it: drift
+        (0.05, "Jensen-Shannon distance", 0.1, False),
+        (float("nan"), "Wasserstein distance (normed)", 0.1, False),
+    ],
+)
+def test_drift_reads_p_values_and_distances_the_right_way(
+    score: float, method: str, threshold: float, drifted: bool
+) -> None:
+    assert _drifted(score, method, threshold) is drifted
+
+
+def test_the_drift_event_carries_reasons_report_and_figures() -> None:
+    result = MonitorResult(
+        model="m",
+        day="2013-07-07",
+        status="drift",
+        retrain=True,
+        reasons=["temp drifted"],
+        rows=900,
+        drift_share=0.4,
+        drifted_features=["temp"],
+        reports={"drift_html": "/r/drift.html"},
+    )
+    extra = result.event_extra()
+    assert extra["window_end"] == "2013-07-07" and extra["status"] == "drift"
+    assert extra["reasons"] == ["temp drifted"] and extra["report"] == "/r/drift.html"
+    assert extra["drift_share"] == pytest.approx(0.4) and extra["rows"] == 900
