@@ -17,8 +17,9 @@ For its logical day (the start of its data interval) this DAG runs the daily dat
    `<dataset>.features`.
 
 Every step is idempotent for its day: a re-run replaces its own partition and touches nothing else.
-`build_features` and `materialize` wait for the previous day's (`depends_on_past`), because the
-carrier's trailing record reads earlier days. `catchup` is off: history comes by backfill (Airflow UI,
+`build_features` waits for the previous day's (`depends_on_past`), because the carrier's trailing
+record reads earlier days. `materialize` needs no such wait: it loads each view up to the latest end
+materialized so far, so the online store holds the latest rows whatever order days arrive in. `catchup` is off: history comes by backfill (Airflow UI,
 *Trigger -> Backfill*, or `POST /api/v2/backfills`).
 """
 
@@ -87,7 +88,7 @@ def build_ingest_dag(dataset: str) -> None:
 
             return build(dataset, data_interval_start.date()).extra
 
-        @task(outlets=[features_asset], depends_on_past=True, multiple_outputs=False)
+        @task(outlets=[features_asset], multiple_outputs=False)
         def materialize(built: dict[str, object], *, data_interval_start: datetime, outlet_events=None) -> dict:
             """Load the day's feature rows into the online store; the event carries what was built."""
             from airflow_mlops.features import materialize_day

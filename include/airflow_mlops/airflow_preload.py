@@ -27,6 +27,11 @@ MODULES = (
     "airflow_mlops.validation",
     "airflow_mlops.gate",
     "airflow_mlops.features",
+    # Imported lazily on a task's first materialization or lookup (seconds each in a fresh process).
+    "ibis.backends.duckdb",
+    "feast.infra.offline_stores.duckdb",
+    "feast.infra.online_stores.sqlite",
+    "feast.infra.data_sources.mlflow",
     "airflow_mlops.training",
     "airflow_mlops.evaluation",
     "airflow_mlops.registry",

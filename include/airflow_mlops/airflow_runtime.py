@@ -364,6 +364,39 @@ class AirflowApi:
         )
         return {run.logical_date.date().isoformat(): str(run.state.value) for run in response.dag_runs}
 
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Every run of ``dag_id``, oldest first: ``run_id``, ``run_type``, ``state``, dates, ``conf``."""
+        response = self._client_mod.DagRunApi(self.api_client).get_dag_runs(dag_id, limit=1000, order_by=["run_after"])
+        return [
+            {
+                "run_id": run.dag_run_id,
+                "run_type": str(getattr(run.run_type, "value", run.run_type)),
+                "state": str(getattr(run.state, "value", run.state)),
+                "run_after": run.run_after,
+                "start_date": run.start_date,
+                "end_date": run.end_date,
+                "logical_date": run.logical_date,
+            }
+            for run in response.dag_runs
+        ]
+
+    def wait_until_idle(self, dag_id: str, timeout: float = 1800, settle: float = 10) -> list[dict[str, Any]]:
+        """Wait until ``dag_id`` has no queued or running run for ``settle`` seconds; return its runs."""
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        runs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            runs = self.dag_runs(dag_id)
+            busy = [r for r in runs if r["state"] not in TERMINAL_RUN_STATES]
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= settle:
+                return runs
+            time.sleep(2)
+        raise AirflowRuntimeError(f"{dag_id}: still busy after {timeout:.0f}s: {[r['run_id'] for r in runs]}")
+
     def wait_for_runs(
         self,
         dag_id: str,

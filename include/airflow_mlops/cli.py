@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import sys
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -338,38 +339,91 @@ def _show_features(settings: Any, day: date) -> None:
 
 @main.command()
 @click.option("--port", type=int, default=8080, show_default=True, help="Airflow UI port (a free one if busy)")
-@click.option("--start", default="2013-01-01", callback=_parse_day, show_default=True)
-@click.option("--end", default="2013-02-28", callback=_parse_day, show_default=True)
-@click.option("--model", default="flight_delay", show_default=True, help="model to train once the data is in")
-@click.option("--stop/--keep-running", default=False, show_default=True, help="stop Airflow at the end")
-def demo(port: int, start: date, end: date, model: str, stop: bool) -> None:
-    """Start Airflow, backfill the flights chain over START..END, train the first champion, say where to look."""
-    from airflow_mlops.airflow_runtime import stop_airflow
+@click.option("--start", default="2013-01-01", callback=_parse_day, show_default=True, help="first day of history")
+@click.option("--end", default="2013-03-31", callback=_parse_day, show_default=True, help="last day of history")
+@click.option(
+    "--replay-start", default="2013-07-01", callback=_parse_day, show_default=True, help="summer week: first day"
+)
+@click.option(
+    "--replay-end", default="2013-07-07", callback=_parse_day, show_default=True, help="summer week: last day"
+)
+@click.option("--model", default="flight_delay", show_default=True)
+@click.option(
+    "--stop/--keep-running", default=False, show_default=True, help="stop Airflow and the endpoint at the end"
+)
+def demo(port: int, start: date, end: date, replay_start: date, replay_end: date, model: str, stop: bool) -> None:
+    """The whole loop, unattended: history -> champion -> live traffic -> drift -> retraining -> deployment."""
+    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, AirflowRuntimeError, day_start, stop_airflow
 
     settings = get_settings()
     began = datetime.now()
+
+    def step(text: str) -> None:
+        minutes = (datetime.now() - began).total_seconds() / 60
+        console.rule(f"[bold]{text}[/bold]  [dim]{minutes:.1f} min[/dim]")
+
+    step("1/6 Airflow")
     server = _ensure_airflow(port)
-    states = _backfill(server, "ingest_flights", start, end, wait=True)
-    outcome = _train_through_airflow(server, model, end)
-    report = status_report()
-    landed = report["landing"].get("flights", {})
+    api = AirflowApi.login(server.url, ADMIN_USER, server.password())
+    train_dag, monitor_dag = f"train_{model}", f"monitor_{model}"
+    try:
+        step(f"2/6 History: ingest_flights backfilled over {start} .. {end} (validate, features, online store)")
+        states = _backfill(server, "ingest_flights", start, end, wait=True)
+        console.print(f"{sum(1 for s in states.values() if s == 'success')} days landed, validated and materialized")
+
+        step(f"3/6 First champion: {train_dag} runs on the new data by itself (asset), then deploys and smoke-tests")
+        api.wait_until_idle(train_dag, timeout=1800)
+        if _champion_version(model) is None:  # the data trigger skipped (e.g. an incomplete window): ask for it
+            run_id = api.trigger(train_dag, day_start(end + timedelta(days=1)), conf={"window_end": end.isoformat()})
+            api.wait_for_run(train_dag, run_id, timeout=1800)
+        first = _champion_version(model)
+        if first is None:
+            raise click.ClickException(f"no champion after training; see {server.url}/dags/{train_dag}/runs")
+        console.print(_champion_text(model))
+        _show_features(settings, end)
+        _show_predictions(model, end)
+
+        step(f"4/6 Live traffic: the summer week {replay_start} .. {replay_end} lands and is replayed to the endpoint")
+        _backfill(server, "ingest_flights", replay_start, replay_end, wait=True)
+        api.wait_until_idle(train_dag, timeout=1800)
+        replayed = _replay(model, replay_start, replay_end, batch=100)
+        console.print(f"{replayed['predicted']} predictions served in {replayed['seconds']:.0f} s (prediction log)")
+
+        step(f"5/6 Monitoring: {monitor_dag} judges the week ending {replay_end} (Evidently)")
+        monitor_run = api.trigger(monitor_dag, day_start(replay_end))
+        api.wait_for_run(monitor_dag, monitor_run, timeout=1800)
+        verdict = _monitor_summary(settings, model, replay_end)
+        console.print(f"status {verdict['status']}; retrain: {verdict['retrain']}")
+        for reason in verdict["reasons"]:
+            console.print(f"  - {reason}")
+        console.print(f"Report         {verdict['reports'].get('drift_html', verdict['reports'].get('summary'))}")
+
+        step(f"6/6 Retraining: the drift event schedules {train_dag}; gate, package, deploy, smoke test")
+        runs_after: list[dict[str, Any]] = []
+        if verdict["retrain"]:
+            deadline = datetime.now() + timedelta(minutes=5)
+            while not runs_after and datetime.now() < deadline:
+                runs = api.dag_runs(train_dag)
+                ended = api.dag_runs(monitor_dag)[-1]["end_date"]
+                runs_after = [r for r in runs if r["run_type"] == "asset_triggered" and r["run_after"] >= ended]
+                if not runs_after:
+                    time.sleep(2)
+            api.wait_until_idle(train_dag, timeout=1800)
+            for run in runs_after:
+                console.print(
+                    f"{train_dag} run {run['run_id']} ({run['run_type']}): {api.dag_runs(train_dag)[-1]['state']}"
+                )
+        else:
+            console.print("the policy did not ask for retraining (see the reasons above)")
+        final = _champion_version(model)
+        moved = "promoted" if final != first else "kept out by the gate or the smoke test (see its run)"
+        console.print(f"{model}: first champion version {first}; now version {final} ({moved})")
+    except AirflowRuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
     minutes = (datetime.now() - began).total_seconds() / 60
-    console.rule("[bold green]demo finished")
-    console.print(
-        f"{sum(1 for s in states.values() if s == 'success')} ingest_flights runs succeeded "
-        f"in {minutes:.1f} min; {landed.get('count', 0)} days landed in {settings.landing_dir}"
-    )
-    console.print(
-        f"Airflow UI     {server.url}  (user admin, password in "
-        f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'})"
-    )
-    console.print(f"Runs           {server.url}/dags/ingest_flights/runs  and  {server.url}/dags/train_{model}/runs")
-    _show_features(settings, end)
-    console.print(outcome)
-    _show_predictions(model, end)
-    console.print(f"MLflow UI      {_mlflow_ui_command(settings)}  then http://127.0.0.1:5000")
-    console.print(f"Airflow log    {server.log_path}")
-    console.print("Status         .venv/bin/airflow-mlops status")
+    step(f"Summary (the whole loop took {minutes:.1f} min)")
+    _demo_summary(api, server, settings, model, replay_end)
     if stop:
         from airflow_mlops.deploy.local import stop as stop_endpoint
 
@@ -378,6 +432,45 @@ def demo(port: int, start: date, end: date, model: str, stop: bool) -> None:
         console.print("Airflow and the endpoint stopped.")
     else:
         console.print("Stop           make stop   (Airflow and the model endpoint)")
+
+
+def _champion_version(model: str) -> int | None:
+    from airflow_mlops.pipeline import model_spec
+    from airflow_mlops.registry import champion
+
+    ref = champion(model_spec(model))
+    return ref.version if ref else None
+
+
+def _monitor_summary(settings: Any, model: str, day: date) -> dict[str, Any]:
+    from airflow_mlops.monitoring import reports_dir
+
+    path = reports_dir(settings, model, day) / "summary.json"
+    if not path.exists():
+        raise click.ClickException(f"monitoring wrote no summary at {path}; see the monitor run's log")
+    return json.loads(path.read_text())
+
+
+def _demo_summary(api: Any, server: Any, settings: Any, model: str, day: date) -> None:
+    from airflow_mlops.pipeline import model_spec
+    from airflow_mlops.registry import aliases
+
+    for dag_id in ("ingest_flights", f"train_{model}", f"monitor_{model}"):
+        runs = api.dag_runs(dag_id)
+        counts: dict[str, int] = {}
+        for run in runs:
+            key = f"{run['run_type']}/{run['state']}"
+            counts[key] = counts.get(key, 0) + 1
+        console.print(f"Runs           {dag_id}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    console.print(f"Versions       {model}: aliases {aliases(model_spec(model))}")
+    console.print(f"Reports        {settings.home / 'reports' / model}  (drift.html, quality.html per day)")
+    console.print(
+        f"Airflow UI     {server.url}  (user admin, password in "
+        f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'})"
+    )
+    console.print(f"MLflow UI      {_mlflow_ui_command(settings)}  then http://127.0.0.1:5000")
+    _show_predictions(model, day)
+    console.print("Status         .venv/bin/airflow-mlops status")
 
 
 def _show_predictions(model: str, day: date) -> None:
@@ -399,24 +492,6 @@ def _mlflow_ui_command(settings: Any) -> str:
     from airflow_mlops.mlflow_runtime import ui_command
 
     return ui_command(settings)
-
-
-def _train_through_airflow(server: Any, model: str, window_end: date) -> str:
-    """Trigger ``train_<model>`` for the window ending ``window_end`` over the REST API; describe the champion."""
-    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, AirflowRuntimeError, day_start
-
-    api = AirflowApi.login(server.url, ADMIN_USER, server.password())
-    dag_id = f"train_{model}"
-    run_day = window_end + timedelta(days=1)
-    console.print(f"Training {model} on the window ending {window_end}: {server.url}/dags/{dag_id}")
-    try:
-        run_id = api.trigger(dag_id, day_start(run_day), conf={"window_end": window_end.isoformat()})
-        state = api.wait_for_run(dag_id, run_id, timeout=1800)
-    except AirflowRuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
-    if state != "success":
-        raise click.ClickException(f"{dag_id} run {run_id} {state}; see {server.url}/dags/{dag_id}/runs/{run_id}")
-    return _champion_text(model)
 
 
 def _champion_text(model: str) -> str:
