@@ -373,7 +373,9 @@ def test_replay_fills_the_log_and_monitoring_judges_it(served: Served, server: s
     # The online store serves its latest weather to every replayed flight: real skew, which the report shows.
     assert judged.status == DRIFT and judged.retrain and "temp" in judged.drifted_features
     assert judged.event_extra()["report"] == judged.reports["drift_html"]
-    history = MlflowClient().get_metric_history(served.champion.run_id, "monitor.drift_share")
+    history = MlflowClient(tracking_uri=served.settings.mlflow_tracking_uri).get_metric_history(
+        served.champion.run_id, "monitor.drift_share"
+    )
     assert history and history[-1].value == pytest.approx(judged.drift_share)
 
     # The same verdict within the cooldown (the champion's data ends on DAY): no retraining.
