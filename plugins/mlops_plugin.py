@@ -1,0 +1,64 @@
+"""The Airflow plugin of airflow-mlops: monitoring reports in the Airflow UI.
+
+- ``/mlops/reports/<model>/<YYYY-MM-DD>/<file>`` (a FastAPI app mounted by the API server) serves the
+  Evidently reports that ``monitor_<model>`` writes under ``$MLOPS_HOME/reports`` (``drift.html``,
+  ``quality.html``, their JSON and ``summary.json``).
+- A **Drift report** extra link on the ``report`` task of every ``monitor_<model>`` run opens that run's
+  drift report (the link is computed when the task finishes, from its return value).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
+from airflow.sdk.execution_time.xcom import XCom
+
+REPORT_FILES = {"drift.html", "drift.json", "quality.html", "quality.json", "summary.json"}
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class DriftReportLink(BaseOperatorLink):
+    """The drift report of a ``monitor_<model>`` run's ``report`` task (empty for every other task)."""
+
+    name = "Drift report"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        if not ti_key.dag_id.startswith("monitor_") or ti_key.task_id != "report":
+            return ""
+        result = XCom.get_value(ti_key=ti_key, key="return_value") or {}
+        if not result.get("reports", {}).get("drift_html"):
+            return ""
+        return f"/mlops/reports/{result['model']}/{result['day']}/drift.html"
+
+
+def _reports_app() -> Any:
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import FileResponse
+
+    from airflow_mlops.settings import get_settings
+
+    app = FastAPI(title="airflow-mlops reports", docs_url=None, redoc_url=None)
+
+    @app.get("/reports/{model}/{day}/{name}")
+    def report(model: str, day: str, name: str) -> FileResponse:
+        """One report file of a monitored day."""
+        if not _NAME.match(model) or not _DAY.match(day) or name not in REPORT_FILES:
+            raise HTTPException(status_code=404, detail="no such report")
+        path = get_settings().home / "reports" / model / f"date={day}" / name
+        if not path.is_file():
+            raise HTTPException(status_code=404, detail=f"no {name} for {model} on {day}; has monitor_{model} run?")
+        return FileResponse(path)
+
+    return app
+
+
+class MlopsPlugin(AirflowPlugin):
+    name = "airflow_mlops"
+    global_operator_extra_links: ClassVar[list[Any]] = [DriftReportLink()]
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+        {"app": _reports_app(), "url_prefix": "/mlops", "name": "airflow-mlops reports"}
+    ]
