@@ -22,7 +22,7 @@ install:  ## build .venv from requirements.lock and install the project (editabl
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
 	$(UV) pip check --python $(BIN)/python
 
-demo: install  ## start Airflow, backfill Jan-Feb 2013 via the REST API, train the first champion, print where to look
+demo: install  ## the whole loop: history Jan-Mar 2013, champion, deploy, summer traffic, drift, retraining
 	$(BIN)/airflow-mlops demo
 
 test: install  ## the whole test suite (unit, DAG, integration against real servers)

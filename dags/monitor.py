@@ -2,10 +2,11 @@
 ### `monitor_<model>`: Evidently drift and quality of a day's served traffic -> the `drift` asset
 
 One DAG per model spec, `@daily` over 2013 (catchup off: past days come by backfill, like any day).
-The run for logical date *D* judges the predictions served for flights of *D*:
+The run for logical date *D* judges the predictions served for flights of *D* and the days before it
+(`drift.current_days`, a week by default):
 
-1. **report**: current data is *D*'s prediction log (features as served), joined with the true outcome once
-   *D*'s flights have landed; reference is the champion's training set. Evidently computes drift per
+1. **report**: current data is that week's prediction log (features as served), joined with the true outcome
+   of the days whose flights have landed; reference is the champion's training set. Evidently computes drift per
    feature and, with outcomes, classification quality. Reports (HTML + JSON) go to
    `$MLOPS_HOME/reports/<model>/date=D/`, named in the task log and behind the task's *Drift report* link; the
    key figures are logged to MLflow on the champion's run (`monitor.*`).
