@@ -95,7 +95,8 @@ class MonitorResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-able (NaN as None): what the task returns and ``summary.json`` holds."""
+        return _strict(asdict(self))
 
     def event_extra(self) -> dict[str, Any]:
         """What the ``drift`` asset event carries: reasons, report paths and the key figures."""
@@ -219,16 +220,29 @@ def _model_frame(
 def _drift_report(
     spec: ModelSpec, current: pd.DataFrame, reference: pd.DataFrame, numeric: list[str], categorical: list[str]
 ) -> tuple[Any, dict[str, FeatureDrift], float]:
+    """Evidently's drift report over the features with values on both sides; a feature with no value at all in
+    the served traffic (but values in the reference) counts as drifted: serving lost it."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    columns = [*numeric, *categorical]
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    thresholds = {k: v for k, v in spec.drift.feature_thresholds.items() if k in columns}
+    features: dict[str, FeatureDrift] = {}
+    usable: list[str] = []
+    for name in (*numeric, *categorical):
+        if current[name].notna().any() and reference[name].notna().any():
+            usable.append(name)
+        else:
+            lost = bool(reference[name].notna().any())
+            features[name] = FeatureDrift(
+                float("nan"), "no value in the served traffic" if lost else "no value", 0.0, lost
+            )
+    num = [c for c in numeric if c in usable]
+    cat = [c for c in categorical if c in usable]
+    definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
+    thresholds = {k: v for k, v in spec.drift.feature_thresholds.items() if k in usable}
     report = Report(
         [
             DataDriftPreset(
-                columns=columns,
+                columns=usable,
                 drift_share=spec.drift.drift_share,
                 num_method=spec.drift.num_method,
                 cat_method=spec.drift.cat_method,
@@ -238,20 +252,16 @@ def _drift_report(
         ]
     )
     snapshot = report.run(
-        Dataset.from_pandas(current[columns], data_definition=definition),
-        Dataset.from_pandas(reference[columns], data_definition=definition),
+        Dataset.from_pandas(current[usable], data_definition=definition),
+        Dataset.from_pandas(reference[usable], data_definition=definition),
     )
-    features: dict[str, FeatureDrift] = {}
-    share = float("nan")
     for metric in snapshot.dict()["metrics"]:
         config = metric.get("config", {})
-        kind = config.get("type", "")
-        if kind.endswith("ValueDrift"):
+        if config.get("type", "").endswith("ValueDrift"):
             score = float(metric["value"])
             method, threshold = str(config.get("method")), float(config.get("threshold"))
             features[config["column"]] = FeatureDrift(score, method, threshold, _drifted(score, method, threshold))
-        elif kind.endswith("DriftedColumnsCount"):
-            share = float(metric["value"]["share"])
+    share = sum(f.drifted for f in features.values()) / len(features) if features else 0.0
     return snapshot, features, share
 
 
@@ -405,10 +415,21 @@ def monitor_day(spec: ModelSpec, day: date, *, settings: Settings | None = None)
     return _finish(result, folder, started)
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with NaN floats as None (strict JSON)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def _finish(result: MonitorResult, folder: Path, started: float) -> MonitorResult:
     result.seconds = time.perf_counter() - started
     summary = folder / "summary.json"
     result.reports["summary"] = str(summary)
-    summary.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    summary.write_text(json.dumps(_strict(result.to_dict()), indent=2, default=str, allow_nan=False))
     log.info("%s %s: %s (retrain: %s) %s", result.model, result.day, result.status, result.retrain, result.reasons)
     return result
