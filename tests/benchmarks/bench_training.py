@@ -13,8 +13,9 @@ Two measurements, one run, written to the ``training`` section of ``BENCHMARKS.m
 2. **Orchestration overhead** (target: at most 1.5x). The ``train_flight_delay`` DAG through a real
    ``airflow standalone`` (its own home, a free port, a PostgreSQL metadata database created and dropped here):
    ``POST`` trigger with ``{"window_end": ..., "force": true}`` -> the run's ``end_date`` (success), next to the
-   same four stages (``pipeline.prepare_training_set`` -> ``fit_and_register(force=True)`` -> ``decide_version``
-   -> ``promote_version``) in one fresh plain Python process (launch -> exit). Both use the same home, data, spec
+   same seven stages (``pipeline.prepare_training_set`` -> ``fit_and_register(force=True)`` -> ``decide_version``
+   -> ``package_version`` -> ``deploy_bento`` -> ``smoke_and_commit`` -> ``promote_version``; the local target, on
+   a free port) in one fresh plain Python process (launch -> exit). Both use the same home, data, spec
    and MLflow store; a champion exists before the first measured run, so every run fits, registers a new
    version, scores challenger and champion, and promotes (the fit is deterministic: equal AUC passes the gate).
    Conditions alternate; the task instances' timestamps split the Airflow wall time into scheduling latency,
@@ -43,7 +44,6 @@ import json
 import os
 import pickle
 import pstats
-import shutil
 import statistics
 import subprocess
 import sys
@@ -146,18 +146,20 @@ def prepare_window(root: Path, window_days: int) -> Window:
     settings = make_home(root, cache)
     days = [FIRST_DAY + timedelta(days=n) for n in range(window_days)]
     validate_days(settings, source, days)
+    from airflow_mlops.airflow_runtime import free_port
+    from airflow_mlops.features import materialize_day
+
     for day in days:
         build_features("flights", day, settings=settings)
+        materialize_day(day, settings=settings)  # the deploy's smoke test looks features up online
 
     models_dir = root / "models"
     models_dir.mkdir()
     target = models_dir / SPEC_FILE.name
-    if window_days == SHIPPED_WINDOW_DAYS:
-        shutil.copyfile(SPEC_FILE, target)  # the shipped spec as is
-    else:
-        raw = yaml.safe_load(SPEC_FILE.read_text(encoding="utf-8"))
-        raw["training"]["window_days"] = window_days
-        target.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    raw = yaml.safe_load(SPEC_FILE.read_text(encoding="utf-8"))
+    raw["training"]["window_days"] = window_days
+    raw["deploy"]["local"] = {"port": free_port()}  # the shipped spec, served on a free port
+    target.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     spec = load_spec(target)
     return Window(settings, spec, models_dir, window_days, days[-1], time.perf_counter() - started)
 
@@ -443,6 +445,15 @@ decision = pipeline.decide_version(model, prepared, version)
 stages["gate"] = time.perf_counter() - mark
 if decision.promote:
     mark = time.perf_counter()
+    bento = pipeline.package_version(model, version)
+    stages["package"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    deployment = pipeline.deploy_bento(model, bento)
+    stages["deploy"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    pipeline.smoke_and_commit(model, deployment, prepared)
+    stages["smoke_test"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     pipeline.promote_version(model, version)
     stages["promote"] = time.perf_counter() - mark
 with open(out, "w") as handle:
@@ -609,8 +620,10 @@ def measure_orchestration(window: Window, runs: int, tmp: Path, database_url: st
                         f"stages {sum(plain.stages.values()):.1f} s)"
                     )
     finally:
+        from airflow_mlops.deploy.local import stop as stop_endpoint
+
         stop_airflow(server.pid)
-        log(f"Airflow (pid {server.pid}) stopped")
+        log(f"Airflow (pid {server.pid}) stopped; endpoint: {stop_endpoint(MODEL, window.settings) or 'none'}")
     return result
 
 
@@ -730,7 +743,8 @@ def render_orchestration(res: OrchestrationResult) -> list[str]:
         f"and the champion on the holdout and promotes it if the gate passes. Airflow = "
         f"`POST /api/v2/dags/{DAG_ID}/dagRuns` -> the run's `end_date`; plain = launch of `python -c` (imports, "
         f"then `prepare_training_set` -> `fit_and_register` "
-        f"-> `decide_version` -> `promote_version`) -> exit. Order: {', '.join(res.order)} (Airflow stays up, idle, "
+        f"-> `decide_version` -> `package_version` -> `deploy_bento` -> `smoke_and_commit` "
+        f"-> `promote_version`) -> exit. Order: {', '.join(res.order)} (Airflow stays up, idle, "
         f"during the plain runs); {promoted} of {len(res.dag) + len(res.plain)} runs promoted. Before Airflow started, "
         f"an untimed warm-up process ({res.warmup_s:.0f} s) imported what a task imports and built the training set "
         f"once (bytecode cache, see above).",
