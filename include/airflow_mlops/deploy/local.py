@@ -101,6 +101,7 @@ def _server_env(settings: Settings) -> dict[str, str]:
     env["BENTOML_HOME"] = str(bentoml_home(settings))
     env["MLOPS_HOME"] = str(settings.home)
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    env.setdefault("OMP_NUM_THREADS", "1")  # as the bento's container sets it
     env.pop("BENTOML_PORT", None)
     return env
 
