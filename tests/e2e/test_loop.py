@@ -34,7 +34,6 @@ from airflow_mlops.airflow_runtime import (
     AirflowServer,
     day_start,
     free_port,
-    get_token,
     start_airflow,
     stop_airflow,
 )
@@ -153,13 +152,8 @@ def test_the_closed_loop(loop: Loop) -> None:
         assert (folder / name).stat().st_size > 0, name
     assert str(folder / "drift.html") in api.task_log(MONITOR, monitor_run, "report")
     # The report behind the task's "Drift report" extra link, served by the plugin inside Airflow's API server.
-    token = get_token(loop.server.url, ADMIN_USER, loop.server.password())
-    links = httpx.get(
-        f"{loop.server.url}/api/v2/dags/{MONITOR}/dagRuns/{monitor_run}/taskInstances/report/links",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    ).json()
-    link = links.get("extra_links", links)["Drift report"]
+    links = api._client_mod.ExtraLinksApi(api.api_client).get_extra_links(MONITOR, monitor_run, "report")
+    link = links.extra_links["Drift report"]
     assert link == f"/mlops/reports/flight_delay/{LAST.isoformat()}/drift.html"
     page = httpx.get(f"{loop.server.url}{link}", timeout=30)
     assert page.status_code == 200 and "evidently" in page.text.lower()
