@@ -4,7 +4,7 @@
   Evidently reports that ``monitor_<model>`` writes under ``$MLOPS_HOME/reports`` (``drift.html``,
   ``quality.html``, their JSON and ``summary.json``).
 - A **Drift report** extra link on the ``report`` task of every ``monitor_<model>`` run opens that run's
-  drift report (the link is computed when the task finishes, from its return value).
+  drift report (from the run's logical date; empty until the report exists).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
-from airflow.sdk.execution_time.xcom import XCom
 
 REPORT_FILES = {"drift.html", "drift.json", "quality.html", "quality.json", "summary.json"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RUN_DAY = re.compile(r"__(\d{4}-\d{2}-\d{2})T")
 
 
 class DriftReportLink(BaseOperatorLink):
@@ -27,12 +27,19 @@ class DriftReportLink(BaseOperatorLink):
     name = "Drift report"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """Global links are resolved by the API server from the task key alone: the monitored day is the run's
+        logical date, which every daily run id carries (``scheduled__2013-07-07T00:00:00+00:00``)."""
         if not ti_key.dag_id.startswith("monitor_") or ti_key.task_id != "report":
             return ""
-        result = XCom.get_value(ti_key=ti_key, key="return_value") or {}
-        if not result.get("reports", {}).get("drift_html"):
+        match = _RUN_DAY.search(ti_key.run_id)
+        if not match:
             return ""
-        return f"/mlops/reports/{result['model']}/{result['day']}/drift.html"
+        from airflow_mlops.settings import get_settings
+
+        model, day = ti_key.dag_id.removeprefix("monitor_"), match.group(1)
+        if not (get_settings().home / "reports" / model / f"date={day}" / "drift.html").is_file():
+            return ""
+        return f"/mlops/reports/{model}/{day}/drift.html"
 
 
 def _reports_app() -> Any:
