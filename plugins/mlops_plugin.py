@@ -27,19 +27,37 @@ class DriftReportLink(BaseOperatorLink):
     name = "Drift report"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        """Global links are resolved by the API server from the task key alone: the monitored day is the run's
-        logical date, which every daily run id carries (``scheduled__2013-07-07T00:00:00+00:00``)."""
+        """Resolved by the API server from the task key: the monitored day is the run's logical date."""
         if not ti_key.dag_id.startswith("monitor_") or ti_key.task_id != "report":
             return ""
-        match = _RUN_DAY.search(ti_key.run_id)
-        if not match:
+        day = _logical_day(ti_key.dag_id, ti_key.run_id)
+        if day is None:
             return ""
         from airflow_mlops.settings import get_settings
 
-        model, day = ti_key.dag_id.removeprefix("monitor_"), match.group(1)
+        model = ti_key.dag_id.removeprefix("monitor_")
         if not (get_settings().home / "reports" / model / f"date={day}" / "drift.html").is_file():
             return ""
         return f"/mlops/reports/{model}/{day}/drift.html"
+
+
+def _logical_day(dag_id: str, run_id: str) -> str | None:
+    """The logical date (ISO day) of a run, from the metadata database (or the run id of a scheduled run)."""
+    try:
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            logical = session.scalar(
+                select(DagRun.logical_date).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            )
+        if logical is not None:
+            return logical.date().isoformat()
+    except Exception:  # no database here: fall back on the run id
+        pass
+    match = _RUN_DAY.search(run_id)
+    return match.group(1) if match else None
 
 
 def _reports_app() -> Any:

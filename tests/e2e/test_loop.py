@@ -22,6 +22,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -34,6 +35,7 @@ from airflow_mlops.airflow_runtime import (
     AirflowServer,
     day_start,
     free_port,
+    get_token,
     start_airflow,
     stop_airflow,
 )
@@ -152,8 +154,14 @@ def test_the_closed_loop(loop: Loop) -> None:
         assert (folder / name).stat().st_size > 0, name
     assert str(folder / "drift.html") in api.task_log(MONITOR, monitor_run, "report")
     # The report behind the task's "Drift report" extra link, served by the plugin inside Airflow's API server.
-    links = api._client_mod.ExtraLinksApi(api.api_client).get_extra_links(MONITOR, monitor_run, "report")
-    link = links.extra_links["Drift report"]
+    token = get_token(loop.server.url, ADMIN_USER, loop.server.password())
+    links = httpx.get(
+        f"{loop.server.url}/api/v2/dags/{MONITOR}/dagRuns/{quote(monitor_run, safe='')}/taskInstances/report/links",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert links.status_code == 200, links.text
+    link = links.json()["extra_links"]["Drift report"]
     assert link == f"/mlops/reports/flight_delay/{LAST.isoformat()}/drift.html"
     page = httpx.get(f"{loop.server.url}{link}", timeout=30)
     assert page.status_code == 200 and "evidently" in page.text.lower()
