@@ -206,6 +206,10 @@ def _wait_healthy(
     )
 
 
+class SchedulerDown(AirflowRuntimeError):
+    """The scheduler stopped heartbeating while we waited on it (its log says why)."""
+
+
 def _health(url: str) -> str:
     try:
         body = httpx.get(f"{url}/api/v2/monitor/health", timeout=5).json()
@@ -270,6 +274,28 @@ class AirflowApi:
     @classmethod
     def login(cls, url: str, username: str, password: str) -> AirflowApi:
         return cls(url, get_token(url, username, password))
+
+    #: How long the scheduler may look unhealthy before a wait gives up on it.
+    SCHEDULER_GRACE = 120.0
+
+    def check_scheduler(self) -> None:
+        """Raise :class:`SchedulerDown` when the scheduler has been unhealthy for ``SCHEDULER_GRACE`` seconds."""
+        try:
+            body = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+            healthy = (body.get("scheduler") or {}).get("status") == "healthy"
+        except (httpx.HTTPError, ValueError):
+            healthy = False
+        now = time.monotonic()
+        if healthy:
+            self._unhealthy_since = None
+            return
+        since = getattr(self, "_unhealthy_since", None)
+        if since is None:
+            self._unhealthy_since = now
+        elif now - since > self.SCHEDULER_GRACE:
+            raise SchedulerDown(
+                f"the Airflow scheduler at {self.url} has not heartbeated for {now - since:.0f} s; see the Airflow log"
+            )
 
     def dag_exists(self, dag_id: str) -> bool:
         from airflow_client.client.exceptions import NotFoundException
@@ -339,6 +365,7 @@ class AirflowApi:
             state = str(runs.get_dag_run(dag_id, run_id).state.value)
             if state in TERMINAL_RUN_STATES:
                 return state
+            self.check_scheduler()
             time.sleep(2)
         raise AirflowRuntimeError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s (last state {state})")
 
@@ -394,6 +421,7 @@ class AirflowApi:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= settle:
                 return runs
+            self.check_scheduler()
             time.sleep(2)
         raise AirflowRuntimeError(f"{dag_id}: still busy after {timeout:.0f}s: {[r['run_id'] for r in runs]}")
 
@@ -419,5 +447,6 @@ class AirflowApi:
                 if failed:
                     raise AirflowRuntimeError(f"{dag_id}: runs failed for {', '.join(failed)}; see the Airflow UI")
                 return states
+            self.check_scheduler()
             time.sleep(2)
         raise AirflowRuntimeError(f"{dag_id}: runs not finished after {timeout:.0f}s: {states}")

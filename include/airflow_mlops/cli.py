@@ -297,6 +297,13 @@ def _backfill(server: Any, dag_id: str, start: date, end: date, wait: bool) -> d
     console.print(f"Backfill {backfill_id} of {dag_id} for {start} .. {end} created: {server.url}/dags/{dag_id}")
     if not wait:
         return {}
+    return _wait_backfill(api, dag_id, start, end)
+
+
+def _wait_backfill(api: Any, dag_id: str, start: date, end: date) -> dict[str, str]:
+    """Wait for the runs of ``start``..``end`` with a progress bar (:class:`SchedulerDown` passes through)."""
+    from airflow_mlops.airflow_runtime import AirflowRuntimeError, SchedulerDown
+
     total = (end - start).days + 1
     with _progress() as progress:
         bar = progress.add_task(f"backfill {dag_id}", total=total, detail="")
@@ -311,6 +318,8 @@ def _backfill(server: Any, dag_id: str, start: date, end: date, wait: bool) -> d
         try:
             states = api.wait_for_runs(dag_id, start, end, progress=show)
             api.wait_for_backfills(dag_id)
+        except SchedulerDown:
+            raise
         except AirflowRuntimeError as exc:
             raise click.ClickException(str(exc)) from None
     return states
@@ -353,7 +362,14 @@ def _show_features(settings: Any, day: date) -> None:
 )
 def demo(port: int, start: date, end: date, replay_start: date, replay_end: date, model: str, stop: bool) -> None:
     """The whole loop, unattended: history -> champion -> live traffic -> drift -> retraining -> deployment."""
-    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, AirflowRuntimeError, day_start, stop_airflow
+    from airflow_mlops.airflow_runtime import (
+        ADMIN_USER,
+        AirflowApi,
+        AirflowRuntimeError,
+        SchedulerDown,
+        day_start,
+        stop_airflow,
+    )
 
     settings = get_settings()
     began = datetime.now()
@@ -368,7 +384,14 @@ def demo(port: int, start: date, end: date, replay_start: date, replay_end: date
     train_dag, monitor_dag = f"train_{model}", f"monitor_{model}"
     try:
         step(f"2/6 History: ingest_flights backfilled over {start} .. {end} (validate, features, online store)")
-        states = _backfill(server, "ingest_flights", start, end, wait=True)
+        try:
+            states = _backfill(server, "ingest_flights", start, end, wait=True)
+        except SchedulerDown as exc:  # Airflow's scheduler can die on SQLite under write contention: restart once
+            console.print(f"[yellow]{exc}: restarting Airflow; the backfill resumes where it stopped[/yellow]")
+            stop_airflow(server.pid)
+            server = _ensure_airflow(port)
+            api = AirflowApi.login(server.url, ADMIN_USER, server.password())
+            states = _wait_backfill(api, "ingest_flights", start, end)
         console.print(f"{sum(1 for s in states.values() if s == 'success')} days landed, validated and materialized")
 
         step(f"3/6 First champion: {train_dag} runs on the new data by itself (asset), then deploys and smoke-tests")
