@@ -19,8 +19,9 @@ For its logical day (the start of its data interval) this DAG runs the daily dat
 Every step is idempotent for its day: a re-run replaces its own partition and touches nothing else.
 `build_features` waits for the previous day's (`depends_on_past`), because the carrier's trailing
 record reads earlier days. `materialize` needs no such wait: it loads each view up to the latest end
-materialized so far, so the online store holds the latest rows whatever order days arrive in. `catchup` is off: history comes by backfill (Airflow UI,
-*Trigger -> Backfill*, or `POST /api/v2/backfills`).
+materialized so far, so the online store holds the latest rows whatever order days arrive in.
+`catchup` is off: history comes by backfill (Airflow UI, *Trigger -> Backfill*, or
+`POST /api/v2/backfills`).
 """
 
 from __future__ import annotations

@@ -526,9 +526,9 @@ def _champion_text(model: str) -> str:
         ref = champion(spec)
         if ref is None:
             return f"Champion       none yet for {model} (the gate kept the challenger out; see its model card)"
-        from mlflow import MlflowClient
+        from airflow_mlops.registry import mlflow_client
 
-        client = MlflowClient(tracking_uri=get_settings().mlflow_tracking_uri)
+        client = mlflow_client(get_settings())
         run = client.get_run(ref.run_id)
         auc = run.data.metrics.get("holdout.auc")
         shown = f"holdout AUC {auc:.3f}; " if auc is not None else ""

@@ -138,14 +138,12 @@ def reference_frame(
     spec: ModelSpec, champion: ModelVersionRef, settings: Settings
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The champion's training set (train rows) as model input, with its ``(numeric, categorical)`` columns."""
-    from mlflow import MlflowClient
-
     from airflow_mlops.pipeline import training_dir
-    from airflow_mlops.registry import configure_mlflow
+    from airflow_mlops.registry import configure_mlflow, mlflow_client
     from airflow_mlops.training import SPLIT, TRAIN, TrainingSet, build_training_set, model_input
 
     configure_mlflow(settings)
-    tags = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(champion.run_id).data.tags
+    tags = mlflow_client(settings).get_run(champion.run_id).data.tags
     window_end = date.fromisoformat(tags["data.window_end"])
     folder = training_dir(settings, spec.name, window_end)
     training_set = None
@@ -295,17 +293,18 @@ def _save(snapshot: Any, folder: Path, name: str) -> dict[str, str]:
 
 
 def _champion_figures(champion: ModelVersionRef, settings: Settings) -> tuple[float | None, date | None]:
-    from mlflow import MlflowClient
+    from airflow_mlops.registry import mlflow_client
 
-    run = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(champion.run_id)
+    run = mlflow_client(settings).get_run(champion.run_id)
     auc = run.data.metrics.get("holdout.auc")
     window_end = run.data.tags.get("data.window_end")
     return auc, date.fromisoformat(window_end) if window_end else None
 
 
 def _log_to_mlflow(champion: ModelVersionRef, result: MonitorResult, day: date, settings: Settings) -> None:
-    from mlflow import MlflowClient
     from mlflow.entities import Metric
+
+    from airflow_mlops.registry import mlflow_client
 
     figures = {
         "monitor.rows": result.rows,
@@ -319,7 +318,7 @@ def _log_to_mlflow(champion: ModelVersionRef, result: MonitorResult, day: date, 
     metrics = [
         Metric(k, float(v), stamp, day.toordinal()) for k, v in figures.items() if v is not None and not math.isnan(v)
     ]
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    client = mlflow_client(settings)
     client.log_batch(champion.run_id, metrics=metrics)
     client.set_model_version_tag(champion.name, str(champion.version), "monitor.last_day", day.isoformat())
     client.set_model_version_tag(champion.name, str(champion.version), "monitor.last_status", result.status)

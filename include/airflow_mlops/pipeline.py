@@ -91,9 +91,9 @@ def _champion_window_end(spec: ModelSpec, settings: Settings) -> date | None:
     ref = champion(spec, settings)
     if ref is None:
         return None
-    from mlflow import MlflowClient
+    from airflow_mlops.registry import mlflow_client
 
-    tags = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(ref.run_id).data.tags
+    tags = mlflow_client(settings).get_run(ref.run_id).data.tags
     raw = tags.get("data.window_end") or version_tags(ref, settings).get("data.window_end")
     return date.fromisoformat(raw) if raw else None
 

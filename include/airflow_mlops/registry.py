@@ -517,6 +517,14 @@ def load_model(ref: ModelVersionRef, settings: Settings | None = None) -> Any:
         return mlflow.sklearn.load_model(ref.uri)
 
 
+def mlflow_client(settings: Settings | None = None) -> MlflowClient:
+    """A client whose tracking *and* registry URIs are the configured store (never a process-wide default)."""
+    from mlflow import MlflowClient
+
+    uri = (settings or get_settings()).mlflow_tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def configure_mlflow(settings: Settings | None = None) -> None:
     """Point MLflow's process-wide tracking and registry URIs at the configured store (checked to answer)."""
     _client(settings or get_settings())

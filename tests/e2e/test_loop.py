@@ -106,7 +106,9 @@ def _backfill(api: AirflowApi, start: date, end: date) -> None:
 
 
 def _client() -> MlflowClient:
-    return MlflowClient(tracking_uri=load_settings().mlflow_tracking_uri)
+    return MlflowClient(
+        tracking_uri=load_settings().mlflow_tracking_uri, registry_uri=load_settings().mlflow_tracking_uri
+    )
 
 
 def _champion() -> int | None:

@@ -362,6 +362,12 @@ def test_replay_fills_the_log_and_monitoring_judges_it(served: Served, server: s
 
     spec = served.spec
     no_cooldown = spec.model_copy(update={"drift": spec.drift.model_copy(update={"cooldown_hours": 0})})
+    deadline = time.monotonic() + 60  # the log is written by the server's background thread, about every second
+    while time.monotonic() < deadline:
+        logged = sum(len(read_predictions(MODEL, day, settings=served.settings)) for day in days)
+        if logged >= result.flights:
+            break
+        time.sleep(0.5)
     judged = monitor_day(no_cooldown, DAY, settings=served.settings)
     assert judged.rows >= result.flights and judged.labelled_rows >= result.flights  # outcomes joined
     assert judged.champion_version == served.champion.version
@@ -373,9 +379,9 @@ def test_replay_fills_the_log_and_monitoring_judges_it(served: Served, server: s
     # The online store serves its latest weather to every replayed flight: real skew, which the report shows.
     assert judged.status == DRIFT and judged.retrain and "temp" in judged.drifted_features
     assert judged.event_extra()["report"] == judged.reports["drift_html"]
-    history = MlflowClient(tracking_uri=served.settings.mlflow_tracking_uri).get_metric_history(
-        served.champion.run_id, "monitor.drift_share"
-    )
+    history = MlflowClient(
+        tracking_uri=served.settings.mlflow_tracking_uri, registry_uri=served.settings.mlflow_tracking_uri
+    ).get_metric_history(served.champion.run_id, "monitor.drift_share")
     assert history and history[-1].value == pytest.approx(judged.drift_share)
 
     # The same verdict within the cooldown (the champion's data ends on DAY): no retraining.

@@ -46,7 +46,7 @@ def test_train_dag_registers_gates_deploys_and_promotes(
     assert api.wait_for_run(TRAIN, run_id, timeout=900) == "success", api.task_states(TRAIN, run_id)
     assert api.task_states(TRAIN, run_id) == dict.fromkeys(TASKS, "success")
 
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
     champion = client.get_model_version_by_alias("flight_delay", "champion")
     run = client.get_run(champion.run_id)
     assert run.data.tags["airflow.dag_id"] == TRAIN
@@ -81,7 +81,7 @@ def test_train_dag_keeps_a_worse_challenger_out(
     """A challenger that loses on the holdout stops at ``gate``: "not promoted", ``promote`` skipped."""
     settings = load_settings()
     api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
     try:
         champion = client.get_model_version_by_alias("flight_delay", "champion")
     except Exception:
