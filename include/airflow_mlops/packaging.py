@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +104,10 @@ ModelService = build_service("{model_tag}", HERE / "include" / "models" / "{spec
 '''
 
 
-def _build_context(settings: Settings, spec: ModelSpec, ref: ModelVersionRef, model_tag: str) -> Path:
+def _build_context(root: Path, settings: Settings, spec: ModelSpec, ref: ModelVersionRef, model_tag: str) -> Path:
     import airflow_mlops
 
-    context = bentoml_home(settings) / "build" / f"{spec.name}-v{ref.version}"
-    shutil.rmtree(context, ignore_errors=True)
+    context = root / f"{spec.name}-v{ref.version}"
     (context / "include" / "models").mkdir(parents=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "data", ".*")
     # The checkout's layout, so the copied package finds feature_repo/ where it looks in a checkout.
@@ -183,11 +183,14 @@ def package(spec: ModelSpec, ref: ModelVersionRef, *, settings: Settings | None 
         raise PackagingError(
             f"{ref.name} v{ref.version}: importing {ref.uri} into BentoML failed: {type(exc).__name__}: {exc}"
         ) from exc
-    context = _build_context(settings, spec, ref, str(model.tag))
-    try:
-        bento = bentoml.bentos.build_bentofile(str(context / "bentofile.yaml"), build_ctx=str(context))
-    except Exception as exc:
-        raise PackagingError(f"{ref.name} v{ref.version}: bento build in {context} failed: {exc}") from exc
+    # BentoML refuses build files under a hidden folder, such as the default state folder .mlops/: build in a
+    # temporary folder (the bento keeps its own copy of everything).
+    with tempfile.TemporaryDirectory(prefix="bento-build-") as root:
+        context = _build_context(Path(root), settings, spec, ref, str(model.tag))
+        try:
+            bento = bentoml.bentos.build_bentofile(str(context / "bentofile.yaml"), build_ctx=str(context))
+        except Exception as exc:
+            raise PackagingError(f"{ref.name} v{ref.version}: bento build failed: {exc}") from exc
     exports = bentoml_home(settings) / "exports"
     exports.mkdir(parents=True, exist_ok=True)
     archive = exports / f"{bento.tag.name}-{bento.tag.version}.bento"

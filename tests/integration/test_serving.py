@@ -73,7 +73,8 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory, nyc_cache_dir: Path) -> Iterator[Served]:
     """A home with 14 real days, online features, a trained champion and its bento; env points at it."""
     root = tmp_path_factory.mktemp("serving")
-    settings = make_home(root, nyc_cache_dir)
+    # Under a hidden folder, like the default state folder .mlops/ (BentoML refuses hidden build files).
+    settings = make_home(root / ".state", nyc_cache_dir)
     validate_days(settings, Nycflights13Source(nyc_cache_dir), DAYS)
     models = root / "models"
     models.mkdir()
