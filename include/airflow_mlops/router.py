@@ -72,6 +72,7 @@ def create_app(state: Path) -> Any:
         backends.current()
         return JSONResponse(
             {
+                "state": str(state),
                 "active": backends.active,
                 "version": backends.version,
                 "inflight": {url: n for url, n in backends.inflight.items() if n},

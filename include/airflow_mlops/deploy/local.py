@@ -171,6 +171,12 @@ def ensure_router(spec: ModelSpec, settings: Settings) -> dict[str, Any]:
     url = f"http://{host}:{port}"
     try:
         _wait_ready(url, proc, log_path, 60, "/-/router")
+        answering = httpx.get(f"{url}/-/router", timeout=5).json().get("state")
+        if proc.poll() is not None or answering != str(state_file(settings, spec.name)):
+            raise DeployError(
+                f"port {port} answers for another router ({answering}), not this model's; stop it or set "
+                f"deploy.local.port in the spec"
+            )
     except DeployError as exc:
         stop_tree(proc.pid)
         raise DeployError(f"{spec.name}: the router for the stable URL {url} did not start: {exc}") from exc
