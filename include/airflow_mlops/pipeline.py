@@ -285,7 +285,11 @@ def smoke_and_commit(
             f"{model} version {staged.version}: smoke test failed on {target.name}; rolled back, "
             "@champion unchanged:\n  " + "\n  ".join(result.failures)
         )
-    committed = target.commit(staged)
+    try:
+        committed = target.commit(staged)
+    except Exception:
+        target.rollback(staged)  # never leave the staged server behind; what served before keeps serving
+        raise
     log.info(
         "%s version %s: smoke test passed (%s rows, max |diff| %.2g); now serving at %s",
         model,

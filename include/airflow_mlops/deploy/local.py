@@ -231,7 +231,11 @@ class LocalTarget:
         old = state.get("active")
         write_state(self.settings, deployment.model, {**state, "active": server})
         router_url = deployment.details["router"]["url"]
-        self._wait_switched(router_url, server["url"])
+        try:
+            self._wait_switched(router_url, server["url"])
+        except Exception:
+            write_state(self.settings, deployment.model, state)  # the old server stays the active one
+            raise
         if old and old.get("pid") != server["pid"]:
             self._wait_drained(router_url, old["url"])
             stop_tree(old["pid"])
