@@ -18,7 +18,6 @@ Packaging the same version again reuses its bento.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -30,6 +29,7 @@ import yaml
 
 from airflow_mlops.deploy.base import Bento
 from airflow_mlops.features import FEATURE_REPO
+from airflow_mlops.ingest import _sha256
 from airflow_mlops.registry import ModelVersionRef
 from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings
 from airflow_mlops.specs import ModelSpec
@@ -64,14 +64,6 @@ def use_bentoml_home(settings: Settings | None = None) -> Path:
 def service_name(spec: ModelSpec) -> str:
     """The bento's (and service's) name: the model name with dashes."""
     return spec.name.replace("_", "-")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _bentofile(spec: ModelSpec, ref: ModelVersionRef) -> dict[str, Any]:
@@ -146,7 +138,7 @@ def _recorded(ref: ModelVersionRef, settings: Settings) -> Bento | None:
         bentoml.bentos.get(tags["bento.tag"])
     except bentoml.exceptions.NotFound:
         return None
-    if not archive.is_file() or sha256(archive) != tags["bento.digest"]:
+    if not archive.is_file() or _sha256(archive) != tags["bento.digest"]:
         return None
     return Bento(
         model=ref.name,
@@ -203,7 +195,7 @@ def package(spec: ModelSpec, ref: ModelVersionRef, *, settings: Settings | None 
         version=ref.version,
         tag=str(bento.tag),
         archive=str(archive),
-        digest=sha256(archive),
+        digest=_sha256(archive),
         image=f"{bento.tag.name}:{bento.tag.version}",
     )
     set_version_tags(
