@@ -104,8 +104,10 @@ def resolve_window_end(
     """The window end of a run.
 
     - the ``window_end`` param (a request) wins;
-    - a ``drift`` event retrains on the most recent *complete* window up to the drifted day (days of the new
-      regime that have not landed yet cannot be trained on);
+    - a ``drift`` event retrains on the most recent data: the window ending on the drifted day when it can be
+      trained on (its holdout complete, at least ``MIN_DAY_COVERAGE`` of its days validated: after a change of
+      regime the recent days matter, not a full window of the old one), else the latest complete window before
+      it; it skips when that is no newer than the champion's window (retraining would repeat the champion);
     - new-data events (``features``) use their newest partition, skip while that window is incomplete (a
       backfill emits one event per day) and skip until it is ``training.retrain_every_days`` past the
       champion's window end;
@@ -118,11 +120,7 @@ def resolve_window_end(
             raise PipelineError(f"param window_end={requested!r} is not a date (YYYY-MM-DD)") from None
     drifted = sorted(str(e["window_end"]) for e in events if e.get("status") == "drift" and e.get("window_end"))
     if drifted:
-        end = latest_complete_window_end(spec, date.fromisoformat(drifted[-1]), settings)
-        if end is None:
-            return Skip(f"drift on {drifted[-1]}, but no complete {spec.training.window_days}-day window of data yet")
-        log.info("%s: drift on %s; retraining on the latest complete window, ending %s", spec.name, drifted[-1], end)
-        return end
+        return _drift_window_end(spec, date.fromisoformat(drifted[-1]), settings)
     partitions = sorted(str(e["partition"]) for e in events if e.get("partition"))
     if partitions:
         end = date.fromisoformat(partitions[-1])
@@ -144,6 +142,35 @@ def resolve_window_end(
     if latest is None:
         raise PipelineError(f"no validated flights under {settings.validated_dir}; land and validate data first")
     return latest
+
+
+def _drift_window_end(spec: ModelSpec, drifted: date, settings: Settings) -> date | Skip:
+    """Where a retraining after drift on ``drifted`` ends its window (see :func:`resolve_window_end`)."""
+    from airflow_mlops.training import MIN_DAY_COVERAGE
+
+    gaps = set(missing_days(spec, drifted, settings))
+    holdout = window_days(spec, drifted)[-spec.training.holdout_days :]
+    if not gaps.intersection(holdout) and len(gaps) <= (1 - MIN_DAY_COVERAGE) * spec.training.window_days:
+        log.info(
+            "%s: drift on %s; retraining on the window ending that day (%s of its %s days validated)",
+            spec.name,
+            drifted,
+            spec.training.window_days - len(gaps),
+            spec.training.window_days,
+        )
+        return drifted
+    end = latest_complete_window_end(spec, drifted, settings)
+    if end is None:
+        return Skip(f"drift on {drifted}, but no trainable {spec.training.window_days}-day window of data yet")
+    trained_until = _champion_window_end(spec, settings)
+    if trained_until is not None and end <= trained_until:
+        return Skip(
+            f"drift on {drifted}, but no data newer than the champion's window (ends {trained_until}) can be trained "
+            f"on yet: the window ending {drifted} has {len(gaps)} day(s) without validated flights; land the recent "
+            f"days (its holdout and at least {MIN_DAY_COVERAGE:.0%} of its days) to retrain"
+        )
+    log.info("%s: drift on %s; retraining on the latest complete window, ending %s", spec.name, drifted, end)
+    return end
 
 
 def training_dir(settings: Settings, model: str, window_end: date) -> Path:

@@ -46,13 +46,26 @@ def test_a_request_uses_its_param(spec: ModelSpec, settings: Settings) -> None:
         resolve_window_end(spec, "yesterday", [], settings)
 
 
-def test_drift_retrains_on_the_latest_complete_window(spec: ModelSpec, settings: Settings) -> None:
+def test_drift_retrains_on_the_most_recent_trainable_window(
+    spec: ModelSpec, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "_champion_window_end", lambda spec, settings: None)
+    # July 7's window (Jun 28 .. Jul 7) has 7 of its 10 days and its whole holdout: the new regime trains.
     drift = [{"status": "drift", "window_end": "2013-07-07", "reasons": ["..."]}]
-    # July 7's window (Jun 28 .. Jul 7) lacks June: the latest complete one ends on March 31.
-    assert resolve_window_end(spec, None, drift, settings) == date(2013, 3, 31)
+    assert resolve_window_end(spec, None, drift, settings) == date(2013, 7, 7)
+    # July 3's holds only 3 of 10: the latest complete window before it, March 31's.
+    july3 = [{"status": "drift", "window_end": "2013-07-03"}]
+    assert resolve_window_end(spec, None, july3, settings) == date(2013, 3, 31)
     assert latest_complete_window_end(spec, date(2013, 1, 9), settings) is None
-    early = [{"status": "drift", "window_end": "2013-01-05"}]
+    early = [{"status": "drift", "window_end": "2013-01-03"}]  # 3 of 10 days, no complete window
     assert isinstance(resolve_window_end(spec, None, early, settings), Skip)
+    # A holdout day missing makes the drifted day's window untrainable as well.
+    partition_path(settings.validated_dir, "flights", date(2013, 7, 6)).unlink()
+    assert resolve_window_end(spec, None, drift, settings) == date(2013, 3, 31)
+    # ... and when that complete window is the champion's own, retraining would only repeat the champion.
+    monkeypatch.setattr(pipeline, "_champion_window_end", lambda spec, settings: date(2013, 3, 31))
+    skip = resolve_window_end(spec, None, drift, settings)
+    assert isinstance(skip, Skip) and "no data newer than the champion's window (ends 2013-03-31)" in skip.reason
 
 
 def test_new_data_waits_for_a_complete_window_and_the_retrain_interval(
