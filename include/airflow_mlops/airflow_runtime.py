@@ -48,6 +48,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: Connection arguments of Airflow's embedded SQLite database. A long busy timeout: with sqlite3's 5 s default,
+#: the API server creating a long backfill could hit "database is locked" while the scheduler writes, delete
+#: the runs it had created, and the scheduler, which was already scheduling them, died (StaleDataError).
+SQLITE_CONNECT_ARGS: dict[str, object] = {"timeout": 60}
+
+
 def airflow_env(port: int, settings: Settings | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for Airflow processes of the local profile, serving on ``127.0.0.1:port``."""
     settings = settings or get_settings()
@@ -75,6 +81,10 @@ def airflow_env(port: int, settings: Settings | None = None, base: dict[str, str
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
         }
     )
+    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+        # The embedded SQLite database: wait for its write lock instead of failing after sqlite3's 5 s (see
+        # SQLITE_CONNECT_ARGS); PostgreSQL drivers would refuse the argument, so only here.
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", f"{__name__}.SQLITE_CONNECT_ARGS")
     return env
 
 
@@ -383,17 +393,21 @@ class AirflowApi:
 
     def runs(self, dag_id: str, start: date, end: date) -> dict[str, str]:
         """State of each run whose logical date falls in ``start``..``end``, keyed by day (ISO)."""
-        response = self._client_mod.DagRunApi(self.api_client).get_dag_runs(
-            dag_id,
-            logical_date_gte=day_start(start),
-            logical_date_lte=day_start(end),
-            limit=1000,
-        )
-        return {run.logical_date.date().isoformat(): str(run.state.value) for run in response.dag_runs}
+        found = self._get_dag_runs(dag_id, logical_date_gte=day_start(start), logical_date_lte=day_start(end))
+        return {run.logical_date.date().isoformat(): str(run.state.value) for run in found}
+
+    def _get_dag_runs(self, dag_id: str, **filters: Any) -> list[Any]:
+        """Every run matching ``filters``, page by page (the API answers at most ``maximum_page_limit``, 100)."""
+        api = self._client_mod.DagRunApi(self.api_client)
+        found: list[Any] = []
+        while True:
+            page = api.get_dag_runs(dag_id, limit=100, offset=len(found), **filters)
+            found.extend(page.dag_runs)
+            if not page.dag_runs or len(found) >= page.total_entries:
+                return found
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         """Every run of ``dag_id``, oldest first: ``run_id``, ``run_type``, ``state``, dates, ``conf``."""
-        response = self._client_mod.DagRunApi(self.api_client).get_dag_runs(dag_id, limit=1000, order_by=["run_after"])
         return [
             {
                 "run_id": run.dag_run_id,
@@ -404,8 +418,20 @@ class AirflowApi:
                 "end_date": run.end_date,
                 "logical_date": run.logical_date,
             }
-            for run in response.dag_runs
+            for run in self._get_dag_runs(dag_id, order_by=["run_after"])
         ]
+
+    def runs_triggered_by(self, dag_id: str, source_dag_id: str, source_run_id: str) -> list[dict[str, Any]]:
+        """The asset-triggered runs of ``dag_id`` that consumed an asset event emitted by ``source_run_id``."""
+        dag_runs = self._client_mod.DagRunApi(self.api_client)
+        found = []
+        for run in self.dag_runs(dag_id):
+            if run["run_type"] != "asset_triggered":
+                continue
+            events = dag_runs.get_upstream_asset_events(dag_id, run["run_id"]).asset_events
+            if any(e.source_dag_id == source_dag_id and e.source_run_id == source_run_id for e in events):
+                found.append(run)
+        return found
 
     def wait_until_idle(self, dag_id: str, timeout: float = 1800, settle: float = 10) -> list[dict[str, Any]]:
         """Wait until ``dag_id`` has no queued or running run for ``settle`` seconds; return its runs."""

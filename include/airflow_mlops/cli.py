@@ -351,6 +351,13 @@ def _show_features(settings: Any, day: date) -> None:
 @click.option("--start", default="2013-01-01", callback=_parse_day, show_default=True, help="first day of history")
 @click.option("--end", default="2013-03-31", callback=_parse_day, show_default=True, help="last day of history")
 @click.option(
+    "--summer-start",
+    default="2013-06-01",
+    callback=_parse_day,
+    show_default=True,
+    help="first day of the summer data landed before the replayed week (what a retraining after drift learns from)",
+)
+@click.option(
     "--replay-start", default="2013-07-01", callback=_parse_day, show_default=True, help="summer week: first day"
 )
 @click.option(
@@ -360,7 +367,16 @@ def _show_features(settings: Any, day: date) -> None:
 @click.option(
     "--stop/--keep-running", default=False, show_default=True, help="stop Airflow and the endpoint at the end"
 )
-def demo(port: int, start: date, end: date, replay_start: date, replay_end: date, model: str, stop: bool) -> None:
+def demo(
+    port: int,
+    start: date,
+    end: date,
+    summer_start: date,
+    replay_start: date,
+    replay_end: date,
+    model: str,
+    stop: bool,
+) -> None:
     """The whole loop, unattended: history -> champion -> live traffic -> drift -> retraining -> deployment."""
     from airflow_mlops.airflow_runtime import (
         ADMIN_USER,
@@ -406,9 +422,9 @@ def demo(port: int, start: date, end: date, replay_start: date, replay_end: date
         _show_features(settings, end)
         _show_predictions(model, end)
 
-        step(f"4/6 Live traffic: the summer week {replay_start} .. {replay_end} lands and is replayed to the endpoint")
-        _backfill(server, "ingest_flights", replay_start, replay_end, wait=True)
-        api.wait_until_idle(train_dag, timeout=1800)
+        step(f"4/6 Summer: {summer_start} .. {replay_end} lands; the week from {replay_start} is live traffic")
+        _backfill(server, "ingest_flights", summer_start, replay_end, wait=True)
+        api.wait_until_idle(train_dag, timeout=1800)  # new data alone does not retrain yet (see the runs' logs)
         replayed = _replay(model, replay_start, replay_end, batch=100)
         console.print(f"{replayed['predicted']} predictions served in {replayed['seconds']:.0f} s (prediction log)")
 
@@ -422,20 +438,13 @@ def demo(port: int, start: date, end: date, replay_start: date, replay_end: date
         console.print(f"Report         {verdict['reports'].get('drift_html', verdict['reports'].get('summary'))}")
 
         step(f"6/6 Retraining: the drift event schedules {train_dag}; gate, package, deploy, smoke test")
-        runs_after: list[dict[str, Any]] = []
         if verdict["retrain"]:
-            deadline = datetime.now() + timedelta(minutes=5)
-            while not runs_after and datetime.now() < deadline:
-                runs = api.dag_runs(train_dag)
-                ended = api.dag_runs(monitor_dag)[-1]["end_date"]
-                runs_after = [r for r in runs if r["run_type"] == "asset_triggered" and r["run_after"] >= ended]
-                if not runs_after:
-                    time.sleep(2)
-            api.wait_until_idle(train_dag, timeout=1800)
-            for run in runs_after:
-                console.print(
-                    f"{train_dag} run {run['run_id']} ({run['run_type']}): {api.dag_runs(train_dag)[-1]['state']}"
-                )
+            run = _wait_triggered(api, train_dag, monitor_dag, monitor_run)
+            console.print(f"{train_dag} run {run['run_id']}: started by the drift event of {monitor_run}")
+            state = api.wait_for_run(train_dag, run["run_id"], timeout=1800)
+            tasks = api.task_states(train_dag, run["run_id"])
+            console.print(f"  {state}: " + ", ".join(f"{task} {s}" for task, s in tasks.items()))
+            console.print(_retraining_text(model, run["run_id"]))
         else:
             console.print("the policy did not ask for retraining (see the reasons above)")
         final = _champion_version(model)
@@ -455,6 +464,35 @@ def demo(port: int, start: date, end: date, replay_start: date, replay_end: date
         console.print("Airflow and the endpoint stopped.")
     else:
         console.print("Stop           make stop   (Airflow and the model endpoint)")
+
+
+def _wait_triggered(api: Any, dag_id: str, source_dag_id: str, source_run_id: str, timeout: float = 300) -> dict:
+    """The run of ``dag_id`` that an asset event of ``source_run_id`` started (waits for the scheduler)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.runs_triggered_by(dag_id, source_dag_id, source_run_id)
+        if runs:
+            return runs[-1]
+        api.check_scheduler()
+        time.sleep(2)
+    raise click.ClickException(
+        f"no {dag_id} run consumed the asset event of {source_dag_id} run {source_run_id} within {timeout:.0f}s"
+    )
+
+
+def _retraining_text(model: str, run_id: str) -> str:
+    """What the training of Airflow run ``run_id`` registered and what the gate decided, with its reasons."""
+    from airflow_mlops.registry import mlflow_client
+
+    client = mlflow_client(get_settings())
+    for version in client.search_model_versions(f"name='{model}'"):
+        tags = client.get_run(version.run_id).data.tags
+        if tags.get("airflow.run_id") == run_id:
+            reasons = "\n".join(f"    - {r}" for r in tags.get("gate.reasons", "").splitlines())
+            window = f"{tags.get('data.window_start', '?')} .. {tags.get('data.window_end', '?')}"
+            decision = tags.get("gate.decision", "no decision recorded")
+            return f"  version {version.version} (window {window}): {decision}\n{reasons}"
+    return f"  no model version registered by {run_id} (see its training_set task log)"
 
 
 def _champion_version(model: str) -> int | None:

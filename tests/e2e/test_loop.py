@@ -12,13 +12,15 @@ the loop fits in minutes:
 3. live traffic: Jan 12-14 replayed to the endpoint; ``monitor_flight_delay`` for Jan 14 finds drift (the
    online store serves its latest weather to every replayed flight) and emits the ``drift`` asset event;
 4. the event starts ``train_flight_delay`` (asset-triggered) on the latest complete window; the chain is
-   recorded: report -> event extra -> training run -> model version (its Airflow run id) -> deployment.
+   recorded: report -> event extra -> training run -> model version (its Airflow run id) -> deployment;
+5. the time schedule: a cron put into the spec starts a ``scheduled`` run by itself.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -193,6 +195,30 @@ def test_the_closed_loop(loop: Loop) -> None:
         assert states["gate"] == "success" and states["promote"] == "skipped"
         assert "not promoted" in api.task_log(TRAIN, run_id, "gate")
         assert _champion() == first
+
+
+def test_the_spec_cron_starts_a_training_by_itself(loop: Loop) -> None:
+    """The fourth trigger, for real: a ``training.schedule`` cron in the spec becomes the train DAG's time
+    schedule (beside the assets) once Airflow parses the DAG again, and the scheduler starts a ``scheduled`` run,
+    which trains on the latest validated day. Runs after the loop (its data); a cron of every minute keeps the
+    wait short."""
+    api = loop.api
+    spec_path = loop.settings.models_dir / "flight_delay.yaml"
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["training"]["schedule"] = "* * * * *"
+    spec_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    scheduled: list[dict] = []
+    deadline = time.monotonic() + 300  # a DAG re-parse (30 s) plus the next minute
+    while not scheduled and time.monotonic() < deadline:
+        scheduled = [r for r in api.dag_runs(TRAIN) if r["run_type"] == "scheduled"]
+        time.sleep(2)
+    raw["training"]["schedule"] = None  # one timed run is enough
+    spec_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert scheduled, "the spec's cron did not start a scheduled run of train_flight_delay within 5 minutes"
+    run_id = scheduled[0]["run_id"]
+    assert api.wait_for_run(TRAIN, run_id, timeout=900) == "success", api.task_states(TRAIN, run_id)
+    log = api.task_log(TRAIN, run_id, "training_set")
+    assert f"training set of {LAST.isoformat()} saved" in log  # the latest validated day
 
 
 def _body() -> dict:
