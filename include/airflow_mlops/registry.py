@@ -39,6 +39,7 @@ import logging
 import math
 import subprocess
 import time
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -313,10 +314,24 @@ def _batches(
         client.log_batch(run_id, tags=tag_list[start : start + _BATCH["tags"]])
 
 
+@contextlib.contextmanager
+def _quiet_module_scan() -> Generator[None]:
+    """Silence Airflow's deprecated-attribute warnings while skops saves or loads a model.
+
+    skops finds the module of each function it (de)serializes by ``getattr`` on every module in ``sys.modules``;
+    inside an Airflow task those include Airflow's deprecation shims, and each lookup logged a warning (a
+    thousand lines per task log). Only those warnings are ignored.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The `airflow\.[^`]*` (attribute )?is deprecated")
+        yield
+
+
 def _trusted_types(model: Any) -> list[str]:
     import skops.io
 
-    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    with _quiet_module_scan():
+        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     refused = [t for t in untrusted if not (t.startswith(TRUSTED_TYPE_PREFIXES) or t in TRUSTED_TYPES)]
     if refused:
         raise RegistryError(f"the model holds types the skops format must not trust: {', '.join(refused)}")
@@ -432,18 +447,19 @@ def train_and_register(
                 params={k: str(v)[:6000] for k, v in params.items()},
                 tags={TRAINING_KEY: key},
             )
-            info = mlflow.sklearn.log_model(
-                fit_result.model,
-                name=MODEL_ARTIFACT,
-                model_id=logged.model_id,
-                serialization_format="skops",
-                skops_trusted_types=trusted,
-                signature=signature,
-                input_example=example,
-                pyfunc_predict_fn="predict_proba",
-                pip_requirements=_pip_requirements(),
-                run_id=run_id,
-            )
+            with _quiet_module_scan():
+                info = mlflow.sklearn.log_model(
+                    fit_result.model,
+                    name=MODEL_ARTIFACT,
+                    model_id=logged.model_id,
+                    serialization_format="skops",
+                    skops_trusted_types=trusted,
+                    signature=signature,
+                    input_example=example,
+                    pyfunc_predict_fn="predict_proba",
+                    pip_requirements=_pip_requirements(),
+                    run_id=run_id,
+                )
             version = mlflow.register_model(
                 info.model_uri,
                 spec.name,
@@ -513,7 +529,7 @@ def load_model(ref: ModelVersionRef, settings: Settings | None = None) -> Any:
 
     settings = settings or get_settings()
     _client(settings)
-    with _errors(settings, f"loading {ref.uri}"):
+    with _errors(settings, f"loading {ref.uri}"), _quiet_module_scan():
         return mlflow.sklearn.load_model(ref.uri)
 
 
