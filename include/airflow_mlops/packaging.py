@@ -77,6 +77,8 @@ def _bentofile(spec: ModelSpec, ref: ModelVersionRef) -> dict[str, Any]:
         "envs": [
             {"name": "BENTOML_PORT", "value": str(CONTAINER_PORT)},
             {"name": "MLOPS_PROFILE", "value": "production"},
+            # One row per call: OpenMP's thread per core only adds fork/join stalls (BENCHMARKS.md, endpoint).
+            {"name": "OMP_NUM_THREADS", "value": "1"},
         ],
         "docker": {"python_version": "3.11", "distro": "debian"},
     }

@@ -454,13 +454,28 @@ def _ms(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def batch_latency_ms() -> int | None:
-    """``max_latency_ms`` of the service's ``/predict_batch`` route, read from its source."""
+def _service_setting(pattern: str, file: str = "bento_service.py") -> int | None:
+    """An integer setting of the service or its packaging, read from the library's source."""
     import re
 
-    source = (REPO_ROOT / "include" / "airflow_mlops" / "bento_service.py").read_text(encoding="utf-8")
-    found = re.search(r'route="/predict_batch".*?max_latency_ms=(\d+)', source, re.DOTALL)
+    source = (REPO_ROOT / "include" / "airflow_mlops" / file).read_text(encoding="utf-8")
+    found = re.search(pattern, source, re.DOTALL)
     return int(found.group(1)) if found else None
+
+
+def batch_latency_ms() -> int | None:
+    """``max_latency_ms`` of the service's ``/predict_batch`` route."""
+    return _service_setting(r'route="/predict_batch".*?max_latency_ms=(\d+)')
+
+
+def service_threads() -> int | None:
+    """The ``threads`` of the ``@bentoml.service`` (how many sync API calls run at once)."""
+    return _service_setting(r"@bentoml\.service\(.*?threads=(\d+)")
+
+
+def bento_omp_threads() -> int | None:
+    """``OMP_NUM_THREADS`` in the ``envs`` of the bentofile that packaging writes (None if unset)."""
+    return _service_setting(r'"OMP_NUM_THREADS", "value": "(\d+)"', "packaging.py")
 
 
 def render(points: list[Point], servers: dict[str, Server], state: State, context: dict[str, Any]) -> str:
@@ -563,16 +578,19 @@ def reading(by: dict[tuple[str, int], Point], context: dict[str, Any]) -> list[s
         f"{single.p99:.1f} ms with one thread. scikit-learn's `HistGradientBoostingClassifier.predict_proba` runs "
         "each tree in an OpenMP parallel region with one thread per core: for one row that is a fork/join per tree, "
         "cheap while the other core is idle, a stall (threads spinning, then waiting for a descheduled peer) when "
-        "another process holds it, as locust does under load. Neither the bento nor its `bentofile.yaml` limits "
-        "OpenMP; "
+        "another process holds it, as locust does under load. "
+        + (
+            f"The bento's `bentofile.yaml` sets `OMP_NUM_THREADS={bento_omp}` in its `envs` (and the local target "
+            "starts its servers so); "
+            if (bento_omp := bento_omp_threads())
+            else "Neither the bento nor its `bentofile.yaml` limits OpenMP; "
+        )
         + (
             f"the benchmark runs both servers with `OMP_NUM_THREADS={context['omp_threads']}` so that the ratios "
             "compare the serving paths, not scheduler stalls. "
             if context.get("omp_threads")
             else "this run keeps the default (`BENCH_OMP_THREADS=0`), so every server latency carries these stalls. "
         )
-        + "A server scoring one row at a time wants `OMP_NUM_THREADS=1` in the bento's `envs` (or "
-        "`threadpool_limits(1)` around `predict_proba`)."
     )
     end16, bare16 = by[ENDPOINT, 16], by[BARE, 16]
     if end16.server_cpu_ms and bare16.server_cpu_ms:
@@ -586,18 +604,17 @@ def reading(by: dict[tuple[str, int], Point], context: dict[str, Any]) -> list[s
             "predict, the endpoint builds the prediction-log records (`Scored.log_records`, pandas frames to dicts: "
             f"{context['log_records_ms']:.1f} ms per single-flight request, timed in process) and writes them from a "
             "background thread (one parquet file per second), and runs BentoML's request path: its IO model, "
-            "OpenTelemetry and Prometheus middleware, the access log, and a `PydanticDeprecatedSince211` warning "
-            "that BentoML writes to the server log on every request."
+            "OpenTelemetry and Prometheus middleware and the access log."
         )
         cpu_ratio = end16.server_cpu_ms / bare16.server_cpu_ms
         cores_ratio = (end16.server_cores or 0) / (bare16.server_cores or 1)
         if cpu_ratio < 1.1 and cores_ratio < 0.85:
             notes.append(
                 f"- **Throughput at 16 is CPU not obtained, not work added.** The endpoint needed {cpu_ratio:.2f}x the "
-                f"bare app's CPU per request but ran on {cores_ratio:.2f}x its cores. With one scoring thread (see "
-                "below) against a pool of runnable threads, on a box where other processes keep more threads runnable "
-                "than there are cores, the scheduler (which shares CPU per thread) likely gives the endpoint the "
-                "smaller share; on an idle machine both are bounded by one core (the GIL) and this gap should shrink."
+                f"bare app's CPU per request but ran on {cores_ratio:.2f}x its cores. On a box where other processes "
+                "keep more threads runnable than there are cores, the scheduler (which shares CPU per thread) likely "
+                "gives the server with fewer runnable threads the smaller share; on an idle machine both are bounded "
+                "by one core (the GIL) and this gap should shrink."
             )
         end64, bare64 = by[ENDPOINT, 64], by[BARE, 64]
         if end64.server_cpu_ms and bare64.server_cpu_ms:
@@ -605,8 +622,8 @@ def reading(by: dict[tuple[str, int], Point], context: dict[str, Any]) -> list[s
                 f"- **Concurrency inside the server.** At 64 the endpoint spent {end64.server_cpu_ms:.1f} ms of CPU "
                 f"per request, the bare app {bare64.server_cpu_ms:.1f} ms. FastAPI runs a `def` route in AnyIO's "
                 "thread pool (40 threads), so up to 40 requests contend for the GIL and the cores at once; BentoML "
-                "runs a sync API through a limiter of the service's `threads` (default 1): one request scores at a "
-                "time while the event loop parses and queues the others."
+                f"runs a sync API in a pool of the service's `threads` ({service_threads()} in `bento_service.py`): "
+                "that many requests score at once while the event loop parses and queues the others."
             )
     batched = [by[BATCHED, c] for c in CONCURRENCY]
     if any(p.failures for p in batched):
