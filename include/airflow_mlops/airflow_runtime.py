@@ -322,6 +322,11 @@ class AirflowApi:
         """Create a backfill for the days ``start``..``end`` (both included); return its id.
 
         ``reprocess``: ``completed`` runs every day again, ``failed`` only missing and failed days.
+
+        The DAG is paused while Airflow creates the runs (and unpaused right after, if it was running): the API
+        server commits the runs one by one, and on SQLite a lock error midway makes it delete those it had
+        created. A scheduler that had already picked them up then failed its own update (``StaleDataError``)
+        and died. The scheduler leaves the runs of a paused DAG alone.
         """
         body = self._client_mod.BackfillPostBody(
             dag_id=dag_id,
@@ -330,6 +335,30 @@ class AirflowApi:
             max_active_runs=max_active_runs,
             reprocess_behavior=self._client_mod.ReprocessBehavior(reprocess),
         )
+        was_paused = bool(self._client_mod.DAGApi(self.api_client).get_dag(dag_id).is_paused)
+        if not was_paused:
+            self._set_paused(dag_id, True)
+        try:
+            return self._post_backfill(dag_id, body)
+        finally:
+            if not was_paused:
+                self._set_paused(dag_id, False)
+
+    def _set_paused(self, dag_id: str, paused: bool) -> None:
+        """Pause or unpause ``dag_id`` (asking again while SQLite answers 503 "database is locked")."""
+        from airflow_client.client.exceptions import ServiceException
+
+        dags = self._client_mod.DAGApi(self.api_client)
+        for attempt in range(BACKFILL_ATTEMPTS):
+            try:
+                dags.patch_dag(dag_id, self._client_mod.DAGPatchBody(is_paused=paused))
+                return
+            except ServiceException as exc:
+                if "locked" not in str(exc.body) or attempt == BACKFILL_ATTEMPTS - 1:
+                    raise AirflowRuntimeError(f"{dag_id}: could not set is_paused={paused}: {exc.status}") from None
+                time.sleep(min(2**attempt, 10))
+
+    def _post_backfill(self, dag_id: str, body: Any) -> int:
         from airflow_client.client.exceptions import ConflictException, ServiceException
 
         api = self._client_mod.BackfillApi(self.api_client)
