@@ -12,6 +12,8 @@ import contextlib
 import json
 import logging
 import os
+import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -130,14 +132,47 @@ def running_airflow(settings: Settings | None = None) -> AirflowServer | None:
     )
 
 
+#: The components started one by one for the CeleryExecutor (``airflow standalone`` forces the LocalExecutor),
+#: as ``docker/compose.yaml`` runs them, after ``airflow db migrate``.
+CELERY_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "celery worker")
+
+
+def celery_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for the CeleryExecutor: checks what it needs and fills what it can derive.
+
+    Needs a PostgreSQL metadata database (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``) and a broker
+    (``AIRFLOW__CELERY__BROKER_URL``, Redis); the result backend defaults to the metadata database, and one
+    JWT secret is shared by the separately started components (each would otherwise make its own).
+    """
+    conn = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    missing = [name for name in ("AIRFLOW__CELERY__BROKER_URL",) if not env.get(name)]
+    if not conn.startswith("postgresql"):
+        missing.insert(0, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (a postgresql:// URL)")
+    if missing:
+        raise AirflowRuntimeError(f"the CeleryExecutor needs {' and '.join(missing)} in the environment")
+    env = dict(env)
+    env["AIRFLOW__CORE__EXECUTOR"] = "CeleryExecutor"
+    env.setdefault("AIRFLOW__CELERY__RESULT_BACKEND", "db+" + conn)
+    env.setdefault("AIRFLOW__CELERY__WORKER_CONCURRENCY", env.get("AIRFLOW__CORE__PARALLELISM", "4"))
+    env.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", None)
+    return env
+
+
 def start_airflow(
     port: int | None = None,
     settings: Settings | None = None,
     timeout: float = 300,
     wait_for_dags: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
+    celery: bool = False,
 ) -> AirflowServer:
-    """Start ``airflow standalone`` on 127.0.0.1 and wait until it is healthy and has parsed ``wait_for_dags``."""
+    """Start Airflow on 127.0.0.1 and wait until it is healthy and has parsed ``wait_for_dags``.
+
+    By default ``airflow standalone`` (LocalExecutor). ``celery=True`` runs the production executor instead:
+    ``airflow db migrate``, then :data:`CELERY_COMPONENTS` side by side in one process group (see
+    :func:`celery_env` for what the environment must hold).
+    """
     settings = settings or get_settings()
     port = port or free_port()
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
@@ -146,9 +181,14 @@ def start_airflow(
     env = airflow_env(port, settings)
     write_local_settings(settings)
     airflow_bin = str(Path(sys.executable).parent / "airflow")
+    command = [airflow_bin, "standalone"]
+    if celery:
+        env = celery_env(env)
+        started = " & ".join(f"{shlex.quote(airflow_bin)} {component}" for component in CELERY_COMPONENTS)
+        command = ["bash", "-c", f"{shlex.quote(airflow_bin)} db migrate && {{ {started} & wait; }}"]
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            [airflow_bin, "standalone"],
+            command,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -193,7 +233,7 @@ def _wait_healthy(
     last = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AirflowRuntimeError(f"airflow standalone exited with {proc.returncode}; see {server.log_path}")
+            raise AirflowRuntimeError(f"Airflow exited with {proc.returncode}; see {server.log_path}")
         status = _health(server.url)
         if status != last and progress:
             progress(f"Airflow: {status}")

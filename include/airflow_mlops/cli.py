@@ -212,12 +212,18 @@ def _port_free(port: int) -> bool:
 
 @airflow.command("start")
 @click.option("--port", type=int, default=8080, show_default=True, help="API server and UI port on 127.0.0.1")
-def airflow_start(port: int) -> None:
-    """Start `airflow standalone` in the background with this project's DAGs and state folder."""
-    _ensure_airflow(port)
+@click.option(
+    "--celery",
+    is_flag=True,
+    help="the production executor: CeleryExecutor components instead of `airflow standalone` (needs "
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN on PostgreSQL and AIRFLOW__CELERY__BROKER_URL)",
+)
+def airflow_start(port: int, celery: bool) -> None:
+    """Start Airflow in the background with this project's DAGs and state folder (`airflow standalone`)."""
+    _ensure_airflow(port, celery=celery)
 
 
-def _ensure_airflow(port: int) -> Any:
+def _ensure_airflow(port: int, celery: bool = False) -> Any:
     from airflow_mlops.airflow_runtime import AirflowRuntimeError, free_port, running_airflow, start_airflow
 
     settings = get_settings()
@@ -233,7 +239,11 @@ def _ensure_airflow(port: int) -> Any:
     with console.status("starting Airflow") as spinner:
         try:
             server = start_airflow(
-                port, settings, wait_for_dags=("ingest_flights",), progress=lambda msg: spinner.update(msg)
+                port,
+                settings,
+                wait_for_dags=("ingest_flights",),
+                progress=lambda msg: spinner.update(msg),
+                celery=celery,
             )
         except AirflowRuntimeError as exc:
             raise click.ClickException(str(exc)) from None
