@@ -145,9 +145,11 @@ def celery_env(env: dict[str, str]) -> dict[str, str]:
     JWT secret is shared by the separately started components (each would otherwise make its own).
     """
     conn = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
-    missing = [name for name in ("AIRFLOW__CELERY__BROKER_URL",) if not env.get(name)]
+    missing = []
     if not conn.startswith("postgresql"):
-        missing.insert(0, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (a postgresql:// URL)")
+        missing.append("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (a postgresql:// URL)")
+    if not env.get("AIRFLOW__CELERY__BROKER_URL"):
+        missing.append("AIRFLOW__CELERY__BROKER_URL")
     if missing:
         raise AirflowRuntimeError(f"the CeleryExecutor needs {' and '.join(missing)} in the environment")
     env = dict(env)
@@ -492,10 +494,18 @@ class AirflowApi:
 
     def runs_triggered_by(self, dag_id: str, source_dag_id: str, source_run_id: str) -> list[dict[str, Any]]:
         """The asset-triggered runs of ``dag_id`` that consumed an asset event emitted by ``source_run_id``."""
+        emitted = (
+            self._client_mod.AssetApi(self.api_client)
+            .get_asset_events(source_dag_id=source_dag_id, source_run_id=source_run_id)
+            .asset_events
+        )
+        if not emitted:
+            return []
+        since = min(e.timestamp for e in emitted)  # only runs created after the first event can have consumed it
         dag_runs = self._client_mod.DagRunApi(self.api_client)
         found = []
         for run in self.dag_runs(dag_id):
-            if run["run_type"] != "asset_triggered":
+            if run["run_type"] != "asset_triggered" or run["run_after"] < since:
                 continue
             events = dag_runs.get_upstream_asset_events(dag_id, run["run_id"]).asset_events
             if any(e.source_dag_id == source_dag_id and e.source_run_id == source_run_id for e in events):

@@ -53,8 +53,8 @@ from airflow_mlops.ingest import (
     NYCFLIGHTS13,
     FileSource,
     Nycflights13Source,
-    _sha256,
     _write_parquet_aside,
+    file_sha256,
     partition_path,
 )
 from airflow_mlops.settings import PROJECT_ROOT, Profile, Settings, get_settings
@@ -445,7 +445,7 @@ def build_features(dataset: str, day: date, *, settings: Settings | None = None)
         start, end = _bounds(frames[table])
         written.append(
             FeatureTableWrite(
-                table=table, rows=len(frames[table]), path=str(path), sha256=_sha256(path), start=start, end=end
+                table=table, rows=len(frames[table]), path=str(path), sha256=file_sha256(path), start=start, end=end
             )
         )
         log.info("features: wrote %s rows of %s for %s at %s", len(frames[table]), table, day, path)

@@ -209,7 +209,8 @@ def partition_path(landing_dir: Path, table: str, day: date) -> Path:
     return landing_dir / table / f"date={day.isoformat()}" / PART_FILE
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks (landed partitions, feature tables, bento archives)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -287,7 +288,7 @@ def land_partition(
     landed = []
     for table, (tmp, path) in staged.items():
         os.replace(tmp, path)
-        landed.append(TableLanding(table=table, rows=len(frames[table]), path=str(path), sha256=_sha256(path)))
+        landed.append(TableLanding(table=table, rows=len(frames[table]), path=str(path), sha256=file_sha256(path)))
         log.info("landed %s rows of %s for %s at %s", len(frames[table]), table, day, path)
     return LandingResult(dataset=dataset, partition=day.isoformat(), source=source.description, tables=tuple(landed))
 

@@ -29,7 +29,7 @@ import yaml
 
 from airflow_mlops.deploy.base import Bento
 from airflow_mlops.features import FEATURE_REPO
-from airflow_mlops.ingest import _sha256
+from airflow_mlops.ingest import file_sha256
 from airflow_mlops.registry import ModelVersionRef
 from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings
 from airflow_mlops.specs import ModelSpec
@@ -140,7 +140,7 @@ def _recorded(ref: ModelVersionRef, settings: Settings) -> Bento | None:
         bentoml.bentos.get(tags["bento.tag"])
     except bentoml.exceptions.NotFound:
         return None
-    if not archive.is_file() or _sha256(archive) != tags["bento.digest"]:
+    if not archive.is_file() or file_sha256(archive) != tags["bento.digest"]:
         return None
     return Bento(
         model=ref.name,
@@ -197,7 +197,7 @@ def package(spec: ModelSpec, ref: ModelVersionRef, *, settings: Settings | None 
         version=ref.version,
         tag=str(bento.tag),
         archive=str(archive),
-        digest=_sha256(archive),
+        digest=file_sha256(archive),
         image=f"{bento.tag.name}:{bento.tag.version}",
     )
     set_version_tags(

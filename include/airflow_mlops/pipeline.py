@@ -86,13 +86,11 @@ def latest_complete_window_end(spec: ModelSpec, until: date, settings: Settings)
 
 
 def _champion_window_end(spec: ModelSpec, settings: Settings) -> date | None:
-    from airflow_mlops.registry import champion, version_tags
+    from airflow_mlops.registry import champion, mlflow_client, version_tags
 
     ref = champion(spec, settings)
     if ref is None:
         return None
-    from airflow_mlops.registry import mlflow_client
-
     tags = mlflow_client(settings).get_run(ref.run_id).data.tags
     raw = tags.get("data.window_end") or version_tags(ref, settings).get("data.window_end")
     return date.fromisoformat(raw) if raw else None
