@@ -1,14 +1,16 @@
 # airflow-mlops: every set-up step behind two commands, `make demo` and `make test`.
-# Needs only Python 3.11 on the machine; uv is installed with pip when missing.
+# Needs only Python 3.11 on the machine. uv comes from the lock file into .venv itself, so `make install`
+# works whether or not a virtual environment is active and whether or not uv is installed.
 
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Never let uv download an interpreter: use the machine's Python 3.11.
 export UV_PYTHON_DOWNLOADS := never
-UV     := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+UV     := $(BIN)/python -m uv
+UV_PIN := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements.lock)
 
-.PHONY: help install demo test test-unit test-dags test-integration bench lint format lock stop clean
+.PHONY: help install demo up test test-unit test-dags test-integration bench lint format lock stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -16,14 +18,18 @@ help:  ## list the targets
 # Bytecode is compiled at install: every Airflow task is a fresh interpreter, and machines that set
 # PYTHONDONTWRITEBYTECODE would otherwise compile pandas, Feast, MLflow... from source in each one.
 install:  ## build .venv from requirements.lock and install the project (editable)
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	@test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(UV) --version >/dev/null 2>&1 || { $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip >/dev/null; \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_PIN)"; }
 	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
 	$(UV) pip check --python $(BIN)/python
 
 demo: install  ## the whole loop: history Jan-Mar 2013, champion, deploy, summer traffic, drift, retraining
 	$(BIN)/airflow-mlops demo
+
+up: install  ## start what is not running: the database, Airflow, each model's @champion endpoint
+	$(BIN)/airflow-mlops up
 
 test: install  ## the whole test suite (unit, DAG, integration against real servers)
 	$(BIN)/pytest
@@ -48,13 +54,12 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-lock:  ## re-pin requirements.lock from pyproject.toml (names, versions, hashes; no URLs)
+lock: install  ## re-pin requirements.lock from pyproject.toml (names, versions, hashes; no URLs)
 	$(UV) pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes --no-header \
 		--quiet -o requirements.lock
 
-stop:  ## stop the Airflow and the model endpoints started by `make demo`
-	-$(BIN)/airflow-mlops endpoint stop
-	-$(BIN)/airflow-mlops airflow stop
+stop:  ## stop everything `make demo` or `make up` started: endpoints, Airflow, MLflow, then the database
+	-test ! -x $(BIN)/airflow-mlops || $(BIN)/airflow-mlops down
 
-clean: stop  ## remove the state folder (.mlops/): a full reset
+clean: stop  ## remove the state folder (.mlops/, the embedded database included): a full reset
 	rm -rf .mlops

@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 ADMIN_USER = "admin"
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 TERMINAL_RUN_STATES = {"success", "failed"}
-#: How often :meth:`AirflowApi.create_backfill` asks again while SQLite answers "database is locked".
-BACKFILL_ATTEMPTS = 8
 
 
 class AirflowRuntimeError(RuntimeError):
@@ -48,12 +46,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-#: Connection arguments of Airflow's embedded SQLite database. A long busy timeout: with sqlite3's 5 s default,
-#: the API server creating a long backfill could hit "database is locked" while the scheduler writes, delete
-#: the runs it had created, and the scheduler, which was already scheduling them, died (StaleDataError).
-SQLITE_CONNECT_ARGS: dict[str, object] = {"timeout": 60}
 
 
 def airflow_env(port: int, settings: Settings | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -83,10 +75,9 @@ def airflow_env(port: int, settings: Settings | None = None, base: dict[str, str
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
         }
     )
-    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
-        # The embedded SQLite database: wait for its write lock instead of failing after sqlite3's 5 s (see
-        # SQLITE_CONNECT_ARGS); PostgreSQL drivers would refuse the argument, so only here.
-        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", f"{__name__}.SQLITE_CONNECT_ARGS")
+    if not env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").strip():
+        # The metadata database of the settings: the `airflow` database of the embedded PostgreSQL by default.
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = settings.database_url("airflow")
     return env
 
 
@@ -157,7 +148,6 @@ def celery_env(env: dict[str, str]) -> dict[str, str]:
     env.setdefault("AIRFLOW__CELERY__RESULT_BACKEND", "db+" + conn)
     env.setdefault("AIRFLOW__CELERY__WORKER_CONCURRENCY", env.get("AIRFLOW__CORE__PARALLELISM", "4"))
     env.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
-    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", None)
     return env
 
 
@@ -175,10 +165,13 @@ def start_airflow(
     ``airflow db migrate``, then :data:`CELERY_COMPONENTS` side by side in one process group (see
     :func:`celery_env` for what the environment must hold).
     """
+    from airflow_mlops.embedded_db import ensure_started
+
     settings = settings or get_settings()
     port = port or free_port()
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_started(settings, progress)  # the metadata database, unless the environment names another
     log_path = settings.run_dir / f"airflow-{port}.log"
     env = airflow_env(port, settings)
     write_local_settings(settings)
@@ -259,7 +252,11 @@ def _wait_healthy(
 
 
 class SchedulerDown(AirflowRuntimeError):
-    """The scheduler stopped heartbeating while we waited on it (its log says why)."""
+    """The scheduler stopped heartbeating while we waited on it (its log says why).
+
+    Waits check it so that a dead scheduler fails them within minutes, naming the cause, instead of at their
+    timeout (half an hour for a training).
+    """
 
 
 def _health(url: str) -> str:
@@ -364,12 +361,9 @@ class AirflowApi:
         """Create a backfill for the days ``start``..``end`` (both included); return its id.
 
         ``reprocess``: ``completed`` runs every day again, ``failed`` only missing and failed days.
-
-        The DAG is paused while Airflow creates the runs (and unpaused right after, if it was running): the API
-        server commits the runs one by one, and on SQLite a lock error midway makes it delete those it had
-        created. A scheduler that had already picked them up then failed its own update (``StaleDataError``)
-        and died. The scheduler leaves the runs of a paused DAG alone.
         """
+        from airflow_client.client.exceptions import ConflictException, ServiceException
+
         body = self._client_mod.BackfillPostBody(
             dag_id=dag_id,
             from_date=day_start(start),
@@ -377,49 +371,15 @@ class AirflowApi:
             max_active_runs=max_active_runs,
             reprocess_behavior=self._client_mod.ReprocessBehavior(reprocess),
         )
-        was_paused = bool(self._client_mod.DAGApi(self.api_client).get_dag(dag_id).is_paused)
-        if not was_paused:
-            self._set_paused(dag_id, True)
         try:
-            return self._post_backfill(dag_id, body)
-        finally:
-            if not was_paused:
-                self._set_paused(dag_id, False)
-
-    def _set_paused(self, dag_id: str, paused: bool) -> None:
-        """Pause or unpause ``dag_id`` (asking again while SQLite answers 503 "database is locked")."""
-        from airflow_client.client.exceptions import ServiceException
-
-        dags = self._client_mod.DAGApi(self.api_client)
-        for attempt in range(BACKFILL_ATTEMPTS):
-            try:
-                dags.patch_dag(dag_id, self._client_mod.DAGPatchBody(is_paused=paused))
-                return
-            except ServiceException as exc:
-                if "locked" not in str(exc.body) or attempt == BACKFILL_ATTEMPTS - 1:
-                    raise AirflowRuntimeError(f"{dag_id}: could not set is_paused={paused}: {exc.status}") from None
-                time.sleep(min(2**attempt, 10))
-
-    def _post_backfill(self, dag_id: str, body: Any) -> int:
-        from airflow_client.client.exceptions import ConflictException, ServiceException
-
-        api = self._client_mod.BackfillApi(self.api_client)
-        for attempt in range(BACKFILL_ATTEMPTS):
-            try:
-                return int(api.create_backfill(body).id)
-            except ConflictException as exc:
-                raise AirflowRuntimeError(
-                    f"{dag_id}: Airflow refused the backfill ({exc.body or exc.reason}); "
-                    "a DAG runs one backfill at a time, wait for the current one or cancel it in the UI"
-                ) from None
-            except ServiceException as exc:
-                # On the embedded SQLite database Airflow answers 503 "Database is locked" while the
-                # scheduler holds the write lock; the creation rolled back, so asking again is safe.
-                if "locked" not in str(exc.body) or attempt == BACKFILL_ATTEMPTS - 1:
-                    raise AirflowRuntimeError(f"{dag_id}: backfill not created: {exc.status} {exc.body}") from None
-                log.info("%s: database locked, retrying the backfill (%d/%d)", dag_id, attempt + 1, BACKFILL_ATTEMPTS)
-                time.sleep(min(2**attempt, 10))
-        raise AssertionError("unreachable")
+            return int(self._client_mod.BackfillApi(self.api_client).create_backfill(body).id)
+        except ConflictException as exc:
+            raise AirflowRuntimeError(
+                f"{dag_id}: Airflow refused the backfill ({exc.body or exc.reason}); "
+                "a DAG runs one backfill at a time, wait for the current one or cancel it in the UI"
+            ) from None
+        except ServiceException as exc:
+            raise AirflowRuntimeError(f"{dag_id}: backfill not created: {exc.status} {exc.body}") from None
 
     def wait_for_backfills(self, dag_id: str, timeout: float = 300) -> None:
         """Wait until no backfill of ``dag_id`` is running (Airflow allows one at a time per DAG)."""

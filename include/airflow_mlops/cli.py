@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from airflow_mlops.settings import SettingsError, get_settings
+from airflow_mlops.settings import DATABASE_VARIABLES, SettingsError, get_settings, mask_url
 
 console = Console(stderr=True)
 
@@ -82,6 +82,7 @@ def ingest(start: date, end: date, dataset: str) -> None:
 def status_report() -> dict[str, Any]:
     """What ``airflow-mlops status`` shows: state folder, tracking URI, models, endpoints, data."""
     from airflow_mlops.airflow_runtime import running_airflow
+    from airflow_mlops.embedded_db import embedded
     from airflow_mlops.gate import list_quarantine
     from airflow_mlops.ingest import PART_FILE
     from airflow_mlops.mlflow_runtime import running_mlflow
@@ -111,11 +112,19 @@ def status_report() -> dict[str, Any]:
         router = local_status(name, settings).get("router")
         if router and router.get("running"):
             endpoints[name] = router["url"]
+    databases = {}
+    for role in DATABASE_VARIABLES:
+        try:
+            databases[role] = mask_url(settings.database_url(role))
+        except SettingsError as exc:
+            databases[role] = f"unavailable: {exc}"
+    db = embedded(settings.home).status().to_dict() if settings.uses_embedded_db() else None
     return {
         "profile": settings.profile.value,
         "mlops_home": str(settings.home),
         "airflow_home": str(settings.airflow_home),
-        "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+        "databases": databases,
+        "embedded_postgres": db,
         "sources": settings.sources,
         "models": {
             name: {"dataset": s.dataset, "feature_service": s.feature_service, "deploy_target": s.deploy.target}
@@ -140,7 +149,12 @@ def status(as_json: bool) -> None:
     console.print(f"[bold]profile[/]            {report['profile']}")
     console.print(f"[bold]state folder[/]       {report['mlops_home']}")
     console.print(f"[bold]airflow home[/]       {report['airflow_home']}")
-    console.print(f"[bold]mlflow tracking[/]    {report['mlflow_tracking_uri']}")
+    for role, url in report["databases"].items():
+        console.print(f"[bold]database {role:<12}[/]{url}")
+    db = report["embedded_postgres"]
+    if db is not None:
+        state = f"running, pid {db['pid']}" if db["running"] else "[red]not running[/] (airflow-mlops db start)"
+        console.print(f"[bold]embedded postgres[/]  {state}; data {db['root']}")
     for dataset, source in report["sources"].items():
         console.print(f"[bold]source {dataset}[/]     {source}")
     console.print("[bold]models[/]             " + (", ".join(report["models"]) or "none"))
@@ -311,8 +325,8 @@ def _backfill(server: Any, dag_id: str, start: date, end: date, wait: bool) -> d
 
 
 def _wait_backfill(api: Any, dag_id: str, start: date, end: date) -> dict[str, str]:
-    """Wait for the runs of ``start``..``end`` with a progress bar (:class:`SchedulerDown` passes through)."""
-    from airflow_mlops.airflow_runtime import AirflowRuntimeError, SchedulerDown
+    """Wait for the runs of ``start``..``end`` with a progress bar."""
+    from airflow_mlops.airflow_runtime import AirflowRuntimeError
 
     total = (end - start).days + 1
     with _progress() as progress:
@@ -328,8 +342,6 @@ def _wait_backfill(api: Any, dag_id: str, start: date, end: date) -> dict[str, s
         try:
             states = api.wait_for_runs(dag_id, start, end, progress=show)
             api.wait_for_backfills(dag_id)
-        except SchedulerDown:
-            raise
         except AirflowRuntimeError as exc:
             raise click.ClickException(str(exc)) from None
     return states
@@ -388,14 +400,7 @@ def demo(
     stop: bool,
 ) -> None:
     """The whole loop, unattended: history -> champion -> live traffic -> drift -> retraining -> deployment."""
-    from airflow_mlops.airflow_runtime import (
-        ADMIN_USER,
-        AirflowApi,
-        AirflowRuntimeError,
-        SchedulerDown,
-        day_start,
-        stop_airflow,
-    )
+    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, AirflowRuntimeError, day_start, stop_airflow
 
     settings = get_settings()
     began = datetime.now()
@@ -404,24 +409,25 @@ def demo(
         minutes = (datetime.now() - began).total_seconds() / 60
         console.rule(f"[bold]{text}[/bold]  [dim]{minutes:.1f} min[/dim]")
 
-    step("1/6 Airflow")
+    step("1/6 Database and Airflow")
+    _databases()
     server = _ensure_airflow(port)
     api = AirflowApi.login(server.url, ADMIN_USER, server.password())
     train_dag, monitor_dag = f"train_{model}", f"monitor_{model}"
     try:
         step(f"2/6 History: ingest_flights backfilled over {start} .. {end} (validate, features, online store)")
-        try:
-            states = _backfill(server, "ingest_flights", start, end, wait=True)
-        except SchedulerDown as exc:  # Airflow's scheduler can die on SQLite under write contention: restart once
-            console.print(f"[yellow]{exc}: restarting Airflow; the backfill resumes where it stopped[/yellow]")
-            stop_airflow(server.pid)
-            server = _ensure_airflow(port)
-            api = AirflowApi.login(server.url, ADMIN_USER, server.password())
-            states = _wait_backfill(api, "ingest_flights", start, end)
-        console.print(f"{sum(1 for s in states.values() if s == 'success')} days landed, validated and materialized")
+        history_began = time.monotonic()
+        states = _backfill(server, "ingest_flights", start, end, wait=True)
+        landed = sum(1 for s in states.values() if s == "success")
+        history_minutes = (time.monotonic() - history_began) / 60
+        console.print(
+            f"{landed} days landed, validated and materialized in {history_minutes:.1f} min "
+            f"({landed / max(history_minutes, 1e-9):.0f} days per minute)"
+        )
 
         step(f"3/6 First champion: {train_dag} runs on the new data by itself (asset), then deploys and smoke-tests")
-        api.wait_until_idle(train_dag, timeout=1800)
+        history_runs = api.wait_until_idle(train_dag, timeout=1800)
+        console.print(f"{train_dag}: {len(history_runs)} run(s) started by the history's new data")
         if _champion_version(model) is None:  # the data trigger skipped (e.g. an incomplete window): ask for it
             run_id = api.trigger(train_dag, day_start(end + timedelta(days=1)), conf={"window_end": end.isoformat()})
             api.wait_for_run(train_dag, run_id, timeout=1800)
@@ -539,7 +545,7 @@ def _demo_summary(api: Any, server: Any, settings: Any, model: str, day: date) -
         f"Airflow UI     {server.url}  (user admin, password in "
         f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'})"
     )
-    console.print(f"MLflow UI      {_mlflow_ui_command(settings)}  then http://127.0.0.1:5000")
+    console.print("MLflow UI      .venv/bin/airflow-mlops mlflow start   then http://127.0.0.1:5000")
     _show_predictions(model, day)
     console.print("Status         .venv/bin/airflow-mlops status")
 
@@ -557,12 +563,6 @@ def _show_predictions(model: str, day: date) -> None:
             f"  {p['flight']}: delay probability {p['delay_probability']:.3f} "
             f"(delayed: {p['delayed']}, version {p['model_version']})"
         )
-
-
-def _mlflow_ui_command(settings: Any) -> str:
-    from airflow_mlops.mlflow_runtime import ui_command
-
-    return ui_command(settings)
 
 
 def _champion_text(model: str) -> str:
@@ -598,6 +598,7 @@ def train(model: str, window_end: date | None, force: bool) -> None:
     from airflow_mlops.training import TrainingError
 
     settings = get_settings()
+    _databases()
     try:
         end = window_end or latest_validated_day(model_spec(model, settings), settings)
         if end is None:
@@ -624,6 +625,7 @@ def serve(model: str, port: int, host: str) -> None:
     from airflow_mlops.registry import RegistryError, champion
 
     settings = get_settings()
+    _databases()
     try:
         spec = model_spec(model, settings)
         ref = champion(spec, settings)
@@ -758,6 +760,137 @@ def _replay(model: str, start: date, end: date, *, rate: float = 0.0, batch: int
     if result.predicted == 0:
         raise click.ClickException(f"no prediction from {url}: {'; '.join(result.errors) or 'nothing to send'}")
     return {"url": url, **result.to_dict()}
+
+
+# --------------------------------------------------------------------------------------------------------
+# The embedded PostgreSQL, and the whole local stack up and down
+# --------------------------------------------------------------------------------------------------------
+
+
+def _databases() -> None:
+    """Start the embedded PostgreSQL if the settings keep a database on it (no-op otherwise)."""
+    from airflow_mlops.embedded_db import EmbeddedDbError, ensure_started
+
+    try:
+        ensure_started(get_settings(), progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    except EmbeddedDbError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def db() -> None:
+    """The embedded PostgreSQL of the local profile (Airflow, MLflow, Feast registry, prediction log)."""
+
+
+@db.command("start")
+def db_start() -> None:
+    """Start the embedded PostgreSQL (initialized on first start; a crashed one is restarted)."""
+    from airflow_mlops.embedded_db import EmbeddedDbError, embedded
+
+    settings = get_settings()
+    if not settings.uses_embedded_db():
+        raise click.ClickException("every database is given by the environment: nothing embedded to start")
+    server = embedded(settings.home)
+    try:
+        started = server.start(progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    except EmbeddedDbError as exc:
+        raise click.ClickException(str(exc)) from None
+    state = server.status()
+    verb = "started" if started else "already running"
+    console.print(f"PostgreSQL {verb} on 127.0.0.1:{state.port} (pid {state.pid}, data {server.data_dir})")
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL (stop Airflow and the endpoints first: `airflow-mlops down` does it all)."""
+    from airflow_mlops.embedded_db import EmbeddedDbError, embedded
+
+    try:
+        stopped = embedded(get_settings().home).stop()
+    except EmbeddedDbError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print("PostgreSQL stopped." if stopped else "The embedded PostgreSQL is not running.")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def db_status(as_json: bool) -> None:
+    """Whether the embedded PostgreSQL runs, its port, data folder and databases (passwords masked)."""
+    from airflow_mlops.embedded_db import embedded
+
+    state = embedded(get_settings().home).status()
+    if as_json:
+        click.echo(json.dumps(state.to_dict(), indent=2))
+        return
+    running = f"running (pid {state.pid}, 127.0.0.1:{state.port})" if state.running else "not running"
+    console.print(f"[bold]embedded postgres[/]  {running}\n[bold]data[/]               {state.root}")
+    console.print(f"[bold]log[/]                {state.log}")
+    for name, url in state.urls.items():
+        console.print(f"[bold]{name:<19}[/]{url}")
+
+
+@db.command("url")
+@click.argument("database", type=click.Choice(list(DATABASE_VARIABLES)))
+@click.option("--show-password", is_flag=True, help="print the password too (for scripts: keep it out of logs)")
+def db_url(database: str, show_password: bool) -> None:
+    """The SQLAlchemy URL of DATABASE as the settings resolve it (embedded, or from the environment)."""
+    try:
+        url = get_settings().database_url(database)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(url if show_password else mask_url(url))
+
+
+@main.command()
+@click.option("--port", type=int, default=8080, show_default=True, help="Airflow UI port (a free one if busy)")
+def up(port: int) -> None:
+    """Start what is not running, in order: the database, Airflow, each model's @champion endpoint."""
+    _databases()
+    _ensure_airflow(port)
+    from airflow_mlops.deploy.base import DeployError
+    from airflow_mlops.deploy.local import restore
+    from airflow_mlops.packaging import PackagingError
+    from airflow_mlops.registry import RegistryError
+    from airflow_mlops.specs import load_specs
+
+    settings = get_settings()
+    for name, spec in sorted(load_specs(settings.models_dir).specs.items()):
+        if spec.deploy.target != "local":
+            console.print(f"{name}: deployed on {spec.deploy.target}, not on this machine")
+            continue
+        try:
+            with console.status(f"{name}: bringing its @champion back"):
+                served = restore(spec, settings)
+        except (DeployError, PackagingError, RegistryError) as exc:
+            raise click.ClickException(f"{name}: {exc}") from None
+        if served is None:
+            console.print(f"{name}: no @champion yet (train one: make demo, or airflow-mlops train {name})")
+        else:
+            console.print(f"{name}: version {served['version']} serves at {served['url']}")
+
+
+@main.command()
+def down() -> None:
+    """Stop the whole local stack: the endpoints, Airflow, MLflow, then the embedded PostgreSQL."""
+    from airflow_mlops.airflow_runtime import running_airflow, stop_airflow
+    from airflow_mlops.deploy.local import stop as stop_endpoint
+    from airflow_mlops.embedded_db import embedded
+    from airflow_mlops.mlflow_runtime import running_mlflow, stop_mlflow
+
+    settings = get_settings()
+    for name in _models(None):
+        stopped = stop_endpoint(name, settings)
+        if stopped:
+            console.print(f"{name}: stopped {', '.join(stopped)}")
+    for label, server, stop in (
+        ("Airflow", running_airflow(settings), stop_airflow),
+        ("MLflow", running_mlflow(settings), stop_mlflow),
+    ):
+        if server is not None:
+            stop(server.pid)
+            console.print(f"Stopped {label} (pid {server.pid}).")
+    if embedded(settings.home).stop():
+        console.print("Stopped the embedded PostgreSQL.")
 
 
 def _register_subgroups() -> None:

@@ -22,8 +22,9 @@ statistics that include their own day, and their own outcome. The offset is read
 source in another time zone works the same way.
 
 Feast configuration: for the ``local`` profile the library builds the ``RepoConfig`` from
-``feature_repo/feature_store.yaml`` with the registry and SQLite online store under ``Settings.feast_dir``
-(so a custom ``MLOPS_HOME`` is always honoured), and writes that configuration with absolute paths to
+``feature_repo/feature_store.yaml`` with the SQL registry on the ``feast`` database of the settings (the
+embedded PostgreSQL by default) and the SQLite online store under ``Settings.feast_dir`` (so a custom
+``MLOPS_HOME`` is always honoured), and writes that configuration (0600: it holds the registry's password) to
 ``$MLOPS_HOME/feast/feature_store.yaml`` for the CLI (``feast -c feature_repo -f <that file> serve``). The
 ``production`` profile loads ``feature_store.production.yaml`` (SQL registry on PostgreSQL, Redis online
 store) whose variables are listed in :data:`PRODUCTION_VARIABLES`. :func:`ensure_applied` applies the
@@ -72,7 +73,6 @@ LOCAL_YAML = FEATURE_REPO / "feature_store.yaml"
 PRODUCTION_YAML = FEATURE_REPO / "feature_store.production.yaml"
 #: Where the local profile's rendered configuration is written for the CLI (under ``Settings.feast_dir``).
 CLI_YAML_NAME = "feature_store.yaml"
-REGISTRY_FILE = "registry.db"
 ONLINE_STORE_FILE = "online_store.db"
 
 #: Variables of the production profile (read by ``feature_store.production.yaml``).
@@ -473,7 +473,7 @@ def _local_config_dict(settings: Settings) -> dict[str, Any]:
     import yaml
 
     raw = yaml.safe_load(LOCAL_YAML.read_text(encoding="utf-8"))
-    raw["registry"] = {**raw.get("registry", {}), "path": str(settings.feast_dir / REGISTRY_FILE)}
+    raw["registry"] = {**raw.get("registry", {}), "path": settings.database_url("feast")}
     raw["online_store"] = {**raw.get("online_store", {}), "path": str(settings.feast_dir / ONLINE_STORE_FILE)}
     return raw
 
@@ -522,7 +522,9 @@ def _write_cli_yaml(settings: Settings, raw: dict[str, Any]) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the registry URL carries a password
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
     os.replace(tmp, path)
     return path
 
@@ -646,7 +648,11 @@ def _applied_fingerprint(store: FeatureStore) -> str | None:
 
 @contextlib.contextmanager
 def _registry_lock(settings: Settings) -> Generator[None]:
-    """Serialize registry writers of the local profile (a file registry is rewritten as a whole)."""
+    """Serialize registry writers of the local profile's processes.
+
+    The SQL registry stores each feature view as one row: two days materialized at once would each read the
+    view's materialization intervals and write it back, and the later write would drop the other's interval.
+    """
     if settings.profile == Profile.PRODUCTION:
         yield
         return

@@ -1,12 +1,12 @@
-"""Run the project's own MLflow tracking server and say how to browse the embedded store.
+"""Run the project's own MLflow tracking server (its UI browses the registry).
 
 :func:`start_mlflow` launches ``mlflow server`` (uvicorn, one worker) as a process group of its own on a
-loopback port: backend store from the settings (the embedded SQLite database of the ``local`` profile, or a
-PostgreSQL URL given for ``production``), artifacts proxied by the server (``--serve-artifacts``) into
-``$MLOPS_HOME/mlflow/artifacts``, Host header checked against the loopback names of its port, job execution
-off (it would start a Huey consumer and about 2 GB of workers). :func:`stop_mlflow` stops it by its process
-id. The CLI's ``airflow-mlops mlflow start|stop|ui-command`` (:data:`mlflow_group`), the demo and the tests
-share this code.
+loopback port: backend store from the settings (the ``mlflow`` database of the embedded PostgreSQL in the
+``local`` profile, or a PostgreSQL URL given for ``production``), artifacts proxied by the server
+(``--serve-artifacts``) into ``$MLOPS_HOME/mlflow/artifacts``, Host header checked against the loopback
+names of its port, job execution off (it would start a Huey consumer and about 2 GB of workers).
+:func:`stop_mlflow` stops it by its process id. The CLI's ``airflow-mlops mlflow start|stop``
+(:data:`mlflow_group`), the demo and the tests share this code.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ import click
 import httpx
 
 from airflow_mlops.airflow_runtime import free_port, stop_process_group
-from airflow_mlops.settings import Settings, SettingsError, get_settings
+from airflow_mlops.settings import Settings, SettingsError, get_settings, mask_url
 
 log = logging.getLogger(__name__)
 
-#: Port of ``airflow-mlops mlflow start`` and of :func:`ui_command` (MLflow's own default).
+#: Port of ``airflow-mlops mlflow start`` (MLflow's own default).
 DEFAULT_PORT = 5000
-#: Database engines MLflow's SQL store supports (``mlflow.store.db.db_types.DATABASE_ENGINES``).
-SUPPORTED_ENGINES = ("sqlite", "postgresql", "mysql", "mssql")
+#: Database engines offered for MLflow's SQL store: the server databases of ``mlflow.store.db.db_types``.
+#: MLflow also reads SQLite files, but Airflow tasks, the server and the CLI write the store at once.
+SUPPORTED_ENGINES = ("postgresql", "mysql", "mssql")
 #: Environment of the server processes: no job executor (Huey consumer and its workers, ~2 GB).
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 #: How many lines of the server log an error message quotes.
@@ -63,7 +64,7 @@ class MlflowServer:
 def default_backend_uri(settings: Settings) -> str:
     """The backend store of ``settings``: its ``mlflow_tracking_uri`` when that is a database URL.
 
-    In the ``local`` profile that is the embedded SQLite database under ``MLOPS_HOME``. When the tracking URI
+    In the ``local`` profile that is the ``mlflow`` database of the embedded PostgreSQL. When the tracking URI
     points at a server (``http(s)://``, as clients of the ``production`` profile use) there is no store to
     derive: the caller passes the PostgreSQL URL explicitly.
     """
@@ -85,19 +86,20 @@ def default_artifacts(settings: Settings) -> Path:
 def check_backend_uri(uri: str) -> str:
     """Validate a backend store URI before any process starts; return it unchanged.
 
-    Raises :class:`MlflowRuntimeError` naming the URI (password masked) and what is wrong with it. A SQLite
-    database must be a file given by an absolute path; its folder is created.
+    Raises :class:`MlflowRuntimeError` naming the URI (password masked) and what is wrong with it.
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     raw = (uri or "").strip()
     if not raw:
-        raise MlflowRuntimeError("the MLflow backend store URI is empty; give a database URL such as sqlite:///...")
+        raise MlflowRuntimeError(
+            "the MLflow backend store URI is empty; give a database URL such as postgresql+psycopg2://user@host/db"
+        )
     if raw.startswith(("http://", "https://")):
         raise MlflowRuntimeError(
             f"backend store URI {raw!r} is a tracking server URL, not a database; "
-            "give a database URL (sqlite:////abs/path/mlflow.db, postgresql+psycopg2://user@host/db)"
+            "give a database URL (postgresql+psycopg2://user@host/db)"
         )
     try:
         url = make_url(raw)
@@ -112,23 +114,7 @@ def check_backend_uri(uri: str) -> str:
         raise MlflowRuntimeError(
             f"backend store URI {shown!r}: MLflow stores runs in {', '.join(SUPPORTED_ENGINES)}, not {engine!r}"
         )
-    if engine == "sqlite":
-        database = url.database or ""
-        if database in ("", ":memory:") or database.startswith("file:"):
-            raise MlflowRuntimeError(
-                f"backend store URI {shown!r} names no SQLite file; use sqlite:////absolute/path/mlflow.db"
-            )
-        path = Path(database)
-        if not path.is_absolute():
-            raise MlflowRuntimeError(
-                f"backend store URI {shown!r}: the SQLite path {database!r} is relative (the server runs in "
-                "another folder); use sqlite:////absolute/path/mlflow.db"
-            )
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MlflowRuntimeError(f"backend store URI {shown!r}: cannot create {path.parent} ({exc})") from None
-    elif not url.database:
+    if not url.database:
         raise MlflowRuntimeError(f"backend store URI {shown!r} names no database; add /<database> to it")
     return raw
 
@@ -143,7 +129,7 @@ def check_backend_reachable(uri: str, timeout: float = 10) -> None:
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
-    shown = _shown(uri)
+    shown = mask_url(uri)
     connect_args: dict[str, int] = {}
     if sa.engine.make_url(uri).get_backend_name() in ("postgresql", "mysql"):
         connect_args["connect_timeout"] = max(1, int(timeout))
@@ -158,14 +144,6 @@ def check_backend_reachable(uri: str, timeout: float = 10) -> None:
     finally:
         if engine is not None:
             engine.dispose()
-
-
-def _shown(uri: str) -> str:
-    """``uri`` with its password masked, for logs, pid files and messages."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(uri)
-    return url.render_as_string(hide_password=True)
 
 
 def _has_password(uri: str) -> bool:
@@ -277,20 +255,27 @@ def start_mlflow(
 ) -> MlflowServer:
     """Start ``mlflow server`` on ``127.0.0.1:port`` and wait until ``GET /health`` answers.
 
-    ``backend_uri`` defaults to :func:`default_backend_uri` (the embedded SQLite database), ``artifacts`` (an
+    ``backend_uri`` defaults to :func:`default_backend_uri` (started first if it is the embedded database),
+    ``artifacts`` (an
     artifact store URI or folder the server proxies) to :func:`default_artifacts`; ``port`` to a free one.
     Fails with :class:`MlflowRuntimeError` before starting anything if the port is taken or the store's URI
     is malformed or cannot be opened (:func:`check_backend_reachable`), and with the log's tail if the
     server exits or is not healthy within ``timeout`` seconds (its process group is stopped then). The pid
     file is ``<run_dir>/mlflow.json``.
     """
+    from airflow_mlops.embedded_db import ensure_started
+
     settings = settings or get_settings()
-    backend_uri = check_backend_uri(backend_uri or default_backend_uri(settings))
+    if backend_uri is not None:
+        backend_uri = check_backend_uri(backend_uri)
     port = port or free_port()
     if port_in_use(port):
         raise MlflowRuntimeError(
             f"port {port} on 127.0.0.1 is already in use; choose another port or stop what listens there"
         )
+    if backend_uri is None:
+        ensure_started(settings)
+        backend_uri = check_backend_uri(default_backend_uri(settings))
     check_backend_reachable(backend_uri)
     if artifacts is None:
         artifacts = default_artifacts(settings)
@@ -318,7 +303,7 @@ def start_mlflow(
         pid=proc.pid,
         url=f"http://127.0.0.1:{port}",
         log_path=log_path,
-        backend_uri=_shown(backend_uri),
+        backend_uri=mask_url(backend_uri),
         artifacts=str(artifacts),
     )
     pid_file = _pid_file(settings)
@@ -361,27 +346,6 @@ def stop_mlflow(pid: int, timeout: float = 30) -> None:
     stop_process_group(pid, timeout=timeout)
 
 
-def ui_command(settings: Settings | None = None, port: int = DEFAULT_PORT) -> str:
-    """The shell command that browses the embedded store with the MLflow UI on ``127.0.0.1:port``."""
-    settings = settings or get_settings()
-    backend_uri = default_backend_uri(settings)
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    command = [
-        mlflow_bin,
-        "ui",
-        "--backend-store-uri",
-        backend_uri,
-        "--artifacts-destination",
-        str(default_artifacts(settings)),
-        "--workers",  # `mlflow ui` starts 4 uvicorn workers by default; one is plenty for browsing
-        "1",
-        "--port",
-        str(port),
-    ]
-    env = " ".join(f"{k}={v}" for k, v in SERVER_ENV.items())
-    return f"{env} {shlex.join(command)}"
-
-
 # --- CLI: `airflow-mlops mlflow ...` (added to the main group by cli.py) ---------------------------------
 
 
@@ -394,7 +358,7 @@ def _settings() -> Settings:
 
 @click.group("mlflow")
 def mlflow_group() -> None:
-    """Start, stop and browse the project's own MLflow tracking server."""
+    """Start and stop the project's own MLflow tracking server (its UI is the server's home page)."""
 
 
 @mlflow_group.command("start")
@@ -403,7 +367,7 @@ def mlflow_group() -> None:
     "--backend-store-uri",
     "backend_uri",
     default=None,
-    help="database URL of the store (default: the embedded SQLite database of MLOPS_HOME)",
+    help="database URL of the store (default: the mlflow database of the embedded PostgreSQL of MLOPS_HOME)",
 )
 def mlflow_start(port: int, backend_uri: str | None) -> None:
     """Start `mlflow server` in the background with proxied artifacts under MLOPS_HOME."""
@@ -441,13 +405,3 @@ def mlflow_stop() -> None:
     with contextlib.suppress(OSError):
         _pid_file(settings).unlink()
     click.echo(f"Stopped MLflow (pid {server.pid}).", err=True)
-
-
-@mlflow_group.command("ui-command")
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
-def mlflow_ui_command(port: int) -> None:
-    """Print the command that opens the MLflow UI on the embedded store (no server of ours needed)."""
-    try:
-        click.echo(ui_command(_settings(), port))
-    except MlflowRuntimeError as exc:
-        raise click.ClickException(str(exc)) from None

@@ -4,12 +4,12 @@ Each record holds the request id, the time, the flight's inputs, the Feast featu
 and the model version. Records are keyed by the flight's local day (``date``), the partition the monitoring
 DAG reads next to the day's true outcomes.
 
-Sinks:
+Sinks, chosen by the settings' ``predictions`` database URL (``MLOPS_PREDICTION_LOG_URL``):
 
-- local profile (default): partitioned parquet,
-  ``$MLOPS_HOME/predictions/<model>/date=YYYY-MM-DD/part-<time>-<id>.parquet`` (written aside, then renamed);
-- production: the PostgreSQL table ``prediction_log`` at ``MLOPS_PREDICTION_LOG_URL``
-  (``postgresql://user@host:5432/db``), created on first write.
+- a PostgreSQL URL (the default: the ``predictions`` database of the embedded PostgreSQL in the local
+  profile; required in production): the table ``prediction_log``, created on first write;
+- ``file:///folder``: partitioned parquet, ``<folder>/<model>/date=YYYY-MM-DD/part-<time>-<id>.parquet``
+  (written aside, then renamed), for a machine without any database.
 
 :class:`PredictionLog` never blocks or fails a prediction: :meth:`PredictionLog.log` only puts records on a
 bounded in-memory queue (dropping, and counting, what does not fit); a background thread writes them in
@@ -38,12 +38,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TABLE = "prediction_log"
-URL_ENV = "MLOPS_PREDICTION_LOG_URL"
 
 
-def predictions_dir(settings: Settings, model: str) -> Path:
-    """Folder of the parquet prediction log of ``model``."""
-    return settings.home / "predictions" / model
+def _log_url(settings: Settings, url: str | None) -> str:
+    return url if url is not None else settings.database_url("predictions")
+
+
+def _parquet_dir(url: str, model: str) -> Path | None:
+    """The parquet folder of ``model`` when ``url`` is a ``file://`` URL, else None."""
+    return Path(url.removeprefix("file://")) / model if url.startswith("file://") else None
 
 
 class Sink(Protocol):
@@ -51,7 +54,7 @@ class Sink(Protocol):
 
 
 class ParquetSink:
-    """Partitioned parquet under :func:`predictions_dir`: one new file per day and flush."""
+    """Partitioned parquet under ``root`` (a model's folder): one new file per day and flush."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -84,12 +87,10 @@ class PostgresSink:
 
 
 def make_sink(model: str, settings: Settings | None = None, url: str | None = None) -> Sink:
-    """PostgreSQL when ``MLOPS_PREDICTION_LOG_URL`` (or ``url``) is set, else parquet under ``MLOPS_HOME``."""
-    settings = settings or get_settings()
-    url = url if url is not None else os.environ.get(URL_ENV, "").strip()
-    if url:
-        return PostgresSink(url)
-    return ParquetSink(predictions_dir(settings, model))
+    """The sink of ``url`` (default: the settings' ``predictions`` database); see the module doc."""
+    url = _log_url(settings or get_settings(), url)
+    folder = _parquet_dir(url, model)
+    return ParquetSink(folder) if folder is not None else PostgresSink(url)
 
 
 @dataclass
@@ -182,9 +183,9 @@ def read_predictions(
     """The logged predictions of ``model`` for flights of ``day`` (empty frame when none)."""
     import pandas as pd
 
-    settings = settings or get_settings()
-    url = url if url is not None else os.environ.get(URL_ENV, "").strip()
-    if url:
+    url = _log_url(settings or get_settings(), url)
+    folder = _parquet_dir(url, model)
+    if folder is None:
         from sqlalchemy import create_engine, text
 
         engine = create_engine(url.replace("postgres://", "postgresql://", 1))
@@ -199,7 +200,7 @@ def read_predictions(
                 )
         finally:
             engine.dispose()
-    folder = predictions_dir(settings, model) / f"date={day.isoformat()}"
+    folder = folder / f"date={day.isoformat()}"
     files = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not files:
         return pd.DataFrame()

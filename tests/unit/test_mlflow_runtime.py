@@ -22,7 +22,6 @@ from airflow_mlops.mlflow_runtime import (
     server_command,
     server_env,
     start_mlflow,
-    ui_command,
 )
 from airflow_mlops.settings import load_settings
 
@@ -32,7 +31,7 @@ def _option(command: list[str], name: str) -> str:
 
 
 def test_server_command_binds_loopback_with_proxied_artifacts_and_checked_hosts(tmp_path: Path) -> None:
-    backend = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    backend = "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow"
     command = server_command(5123, backend, tmp_path / "artifacts", extra_hosts=("mlflow.internal",))
     assert command[0].endswith("mlflow")
     assert command[1] == "server"
@@ -61,26 +60,6 @@ def test_server_env_disables_job_execution_and_keeps_passwords_off_the_command_l
     assert server_env(secret, base={})["MLFLOW_BACKEND_STORE_URI"] == secret
 
 
-def test_ui_command_browses_the_embedded_store(tmp_path: Path) -> None:
-    settings = load_settings({"MLOPS_HOME": str(tmp_path / "home")})
-    command = ui_command(settings)
-    assert command.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ")
-    assert " ui --backend-store-uri " in command
-    assert f"sqlite:///{tmp_path / 'home' / 'mlflow' / 'mlflow.db'}" in command
-    assert f"--artifacts-destination {tmp_path / 'home' / 'mlflow' / 'artifacts'}" in command
-    assert command.endswith("--workers 1 --port 5000")
-    assert ui_command(settings, port=5055).endswith("--port 5055")
-
-
-def test_ui_command_needs_a_store_not_a_tracking_server(tmp_path: Path) -> None:
-    settings = load_settings({"MLOPS_HOME": str(tmp_path), "MLOPS_MLFLOW_TRACKING_URI": "http://mlflow:5000"})
-    with pytest.raises(MlflowRuntimeError, match="is a tracking server, not a backend store"):
-        ui_command(settings)
-    result = CliRunner().invoke(mlflow_group, ["ui-command"], env={"MLOPS_MLFLOW_TRACKING_URI": "http://mlflow:5000"})
-    assert result.exit_code == 1
-    assert "tracking server" in result.output
-
-
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
@@ -88,8 +67,7 @@ def test_ui_command_needs_a_store_not_a_tracking_server(tmp_path: Path) -> None:
         ("postgres//127.0.0.1/mlflow", "is not a database URL"),
         ("redis://127.0.0.1:6379/0", "not 'redis'"),
         ("http://127.0.0.1:5000", "is a tracking server URL"),
-        ("sqlite://", "names no SQLite file"),
-        ("sqlite:///relative/mlflow.db", "is relative"),
+        ("sqlite:////tmp/mlflow.db", "not 'sqlite'"),  # Airflow tasks, the server and the CLI write at once
         ("postgresql+psycopg2://user:hidden@127.0.0.1:5432", "names no database"),
     ],
 )
@@ -101,24 +79,19 @@ def test_malformed_backend_uri_is_refused_before_anything_starts(tmp_path: Path,
     assert not settings.run_dir.exists()
 
 
-def test_sqlite_backend_folder_is_created(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
-    assert check_backend_uri(uri) == uri
-    assert (tmp_path / "new").is_dir()
-
-
 def test_store_that_cannot_be_opened_is_refused_before_the_server_starts(tmp_path: Path) -> None:
-    not_a_database = tmp_path / "mlflow.db"
-    not_a_database.write_text("these are not the tables you are looking for\n" * 100)
-    with pytest.raises(MlflowRuntimeError, match="cannot be opened: file is not a database"):
-        check_backend_reachable(f"sqlite:///{not_a_database}")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    with pytest.raises(MlflowRuntimeError, match="cannot be opened: .*Connection refused") as refused:
+        check_backend_reachable(f"postgresql+psycopg2://mlflow:hidden@127.0.0.1:{closed}/mlflow")
+    assert "hidden" not in str(refused.value)
     settings = load_settings({"MLOPS_HOME": str(tmp_path / "home")})
     with pytest.raises(MlflowRuntimeError, match="No module named 'pymysql'") as info:
         start_mlflow(settings=settings, backend_uri="mysql+pymysql://mlflow:hidden@127.0.0.1:3306/mlflow")
     assert "mysql+pymysql://mlflow:***@127.0.0.1:3306/mlflow" in str(info.value)
     assert "hidden" not in str(info.value)
     assert not settings.run_dir.exists()
-    check_backend_reachable(f"sqlite:///{tmp_path / 'fresh.db'}")  # a new SQLite file is fine
 
 
 def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from airflow_mlops.prediction_log import ParquetSink, PredictionLog, make_sink, predictions_dir, read_predictions
+from airflow_mlops.prediction_log import ParquetSink, PostgresSink, PredictionLog, make_sink, read_predictions
 from airflow_mlops.settings import load_settings
 
 
@@ -46,18 +46,19 @@ class Slow:
 
 
 def test_parquet_log_reads_back_by_day(tmp_path: Path) -> None:
-    settings = load_settings({"MLOPS_HOME": str(tmp_path)})
-    sink = make_sink("m", settings, url="")
-    assert isinstance(sink, ParquetSink) and sink.root == predictions_dir(settings, "m")
+    url = f"file://{tmp_path / 'predictions'}"
+    settings = load_settings({"MLOPS_HOME": str(tmp_path), "MLOPS_PREDICTION_LOG_URL": url})
+    sink = make_sink("m", settings)
+    assert isinstance(sink, ParquetSink) and sink.root == tmp_path / "predictions" / "m"
     log = PredictionLog(sink, flush_seconds=0.1)
     log.log([record(1), record(2), record(3, day="2013-01-15")])
     log.close()
     assert log.stats.written == 3 and log.stats.failed == 0
-    day14 = read_predictions("m", date(2013, 1, 14), settings=settings, url="")
+    day14 = read_predictions("m", date(2013, 1, 14), settings=settings)
     assert sorted(day14["request_id"]) == ["r1", "r2"]
-    assert list(read_predictions("m", date(2013, 1, 15), settings=settings, url="")["request_id"]) == ["r3"]
-    assert read_predictions("m", date(2013, 1, 16), settings=settings, url="").empty
-    assert not list(predictions_dir(settings, "m").rglob("*.tmp"))  # written aside, then renamed
+    assert list(read_predictions("m", date(2013, 1, 15), settings=settings)["request_id"]) == ["r3"]
+    assert read_predictions("m", date(2013, 1, 16), settings=settings).empty
+    assert not list(sink.root.rglob("*.tmp"))  # written aside, then renamed
 
 
 def test_a_failing_sink_never_reaches_the_caller() -> None:
@@ -80,6 +81,9 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
     assert log.stats.written == log.stats.queued
 
 
-@pytest.mark.parametrize("value", ["", "  "])
-def test_blank_url_means_parquet(tmp_path: Path, value: str) -> None:
-    assert isinstance(make_sink("m", load_settings({"MLOPS_HOME": str(tmp_path)}), url=value.strip()), ParquetSink)
+def test_a_database_url_means_postgres_and_the_default_is_the_embedded_database(tmp_path: Path) -> None:
+    url = "postgresql+psycopg2://u:p@127.0.0.1:1/predictions"
+    settings = load_settings({"MLOPS_HOME": str(tmp_path), "MLOPS_PREDICTION_LOG_URL": url})
+    assert isinstance(make_sink("m", settings), PostgresSink)
+    with pytest.raises(Exception, match="airflow-mlops db start"):  # local default: the embedded PostgreSQL
+        make_sink("m", load_settings({"MLOPS_HOME": str(tmp_path)}))

