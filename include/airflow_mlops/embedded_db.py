@@ -260,14 +260,21 @@ class EmbeddedPostgres:
     def _pg(self, command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         """Run a PostgreSQL tool of the wheel as the service user; failures quote the tool and the log."""
         argv = [str(bin_dir() / command[0]), *command[1:]]
+        user = self._service_user()
+        # All of the service user's identity: with root's group, root-group folders (mode 0701) would deny it.
+        identity: dict[str, object] = {}
+        if user:
+            import pwd
+
+            identity = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
         try:
             return subprocess.run(
                 argv,
-                user=self._service_user(),
                 check=True,
                 capture_output=True,
                 text=True,
                 start_new_session=True,  # the server outlives this process and ignores its terminal's signals
+                **identity,  # type: ignore[arg-type]
                 **kwargs,  # type: ignore[arg-type]
             )
         except subprocess.CalledProcessError as exc:

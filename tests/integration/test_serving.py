@@ -30,13 +30,14 @@ from airflow_mlops.deploy import local
 from airflow_mlops.deploy.base import Bento
 from airflow_mlops.deploy.local import LocalTarget, alive, start_bento_server, stop_tree
 from airflow_mlops.deploy.smoke import SmokeTestFailed
+from airflow_mlops.embedded_db import ensure_started
 from airflow_mlops.features import materialize_day
 from airflow_mlops.ingest import Nycflights13Source, partition_path
 from airflow_mlops.packaging import package
 from airflow_mlops.pipeline import deploy_bento, prepare_training_set, smoke_and_commit
 from airflow_mlops.prediction_log import read_predictions
 from airflow_mlops.serving import MAX_FLIGHTS, flights_payload
-from airflow_mlops.settings import PROJECT_ROOT, Settings, load_settings
+from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, Settings, load_settings
 from airflow_mlops.specs import ModelSpec, load_spec
 from tests.unit.test_features import make_home, validate_days
 from tests.unit.test_training import DAYS, WINDOW_END
@@ -87,9 +88,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, nyc_cache_dir: Path) -> Ite
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_HOME", str(settings.home))
         mp.setenv("MLOPS_MODELS_DIR", str(models))
-        mp.delenv("MLOPS_PREDICTION_LOG_URL", raising=False)
+        for name in DATABASE_VARIABLES.values():
+            mp.delenv(name, raising=False)
         mp.delenv("BENTOML_HOME", raising=False)
         settings = load_settings()
+        ensure_started(settings)  # the stack's defaults: the home's embedded PostgreSQL
         from airflow_mlops.features import build_features
 
         for day in DAYS:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -89,7 +90,9 @@ class Mlflow:
 
     def settings(self, url: str | None = None) -> Settings:
         """The window's settings with the server's URL as ``MLOPS_MLFLOW_TRACKING_URI`` (as production sets it)."""
-        return load_settings({"MLOPS_HOME": str(self.window.home), "MLOPS_MLFLOW_TRACKING_URI": url or self.url})
+        return dataclasses.replace(
+            self.window, database_overrides={**self.window.database_overrides, "mlflow": url or self.url}
+        )
 
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.url, registry_uri=self.url)

@@ -16,7 +16,6 @@ from airflow_mlops.mlflow_runtime import (
     SERVER_ENV,
     MlflowRuntimeError,
     check_backend_reachable,
-    check_backend_uri,
     mlflow_group,
     running_mlflow,
     server_command,
@@ -67,7 +66,7 @@ def test_server_env_disables_job_execution_and_keeps_passwords_off_the_command_l
         ("postgres//127.0.0.1/mlflow", "is not a database URL"),
         ("redis://127.0.0.1:6379/0", "not 'redis'"),
         ("http://127.0.0.1:5000", "is a tracking server URL"),
-        ("sqlite:////tmp/mlflow.db", "not 'sqlite'"),  # Airflow tasks, the server and the CLI write at once
+        ("sqlite:////tmp/mlflow.db", r"not 'sqlite'"),  # Airflow tasks, the server and the CLI write at once
         ("postgresql+psycopg2://user:hidden@127.0.0.1:5432", "names no database"),
     ],
 )
@@ -83,7 +82,7 @@ def test_store_that_cannot_be_opened_is_refused_before_the_server_starts(tmp_pat
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
-    with pytest.raises(MlflowRuntimeError, match="cannot be opened: .*Connection refused") as refused:
+    with pytest.raises(MlflowRuntimeError, match=r"cannot be opened: .*Connection refused") as refused:
         check_backend_reachable(f"postgresql+psycopg2://mlflow:hidden@127.0.0.1:{closed}/mlflow")
     assert "hidden" not in str(refused.value)
     settings = load_settings({"MLOPS_HOME": str(tmp_path / "home")})
