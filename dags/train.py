@@ -3,8 +3,10 @@
 
 One DAG per model spec (`include/models/<model>.yaml`), generated from the spec.
 
-**When it runs**: new features of the model's dataset (the `<dataset>.features` asset), a drift event
-from monitoring (the `<model>.drift` asset), the spec's optional cron (`training.schedule`), or on
+**When it runs**: a new training window announced by `ingest_<dataset>` (the `<model>.new_window` asset:
+its `announce_<model>` task emits it only when the window ending on the day is complete and, after the
+first, `training.retrain_every_days` past the last one, so a backfill starts one run, not one per day),
+a drift event from monitoring (the `<model>.drift` asset), the spec's optional cron (`training.schedule`), or on
 request (UI *Trigger*, `POST /api/v2/dags/train_<model>/dagRuns`) with params `window_end`
 (`YYYY-MM-DD`, default: the latest validated day) and `force` (train again even if the same data
 and spec were already trained; it never bypasses the gate). `max_active_runs=1`.
@@ -40,7 +42,7 @@ from airflow_mlops.specs import ModelSpec, load_specs
 
 def build_train_dag(spec: ModelSpec) -> None:
     """One ``train_<model>`` DAG for ``spec``."""
-    trigger = assets.features(spec.dataset) | assets.drift(spec.name)
+    trigger = assets.new_window(spec.name) | assets.drift(spec.name)
     schedule = trigger
     if spec.training.schedule:
         schedule = AssetOrTimeSchedule(

@@ -33,6 +33,17 @@ def features(dataset: str) -> Asset:
     return _asset(dataset, "features")
 
 
+def new_window(model: str) -> Asset:
+    """New data made a training window of ``model`` due: ``ingest_<dataset>`` announces it, ``train_<model>`` runs.
+
+    Unlike ``<dataset>.features`` (one event per ingested day), this event is folded before any run exists:
+    only a day whose window is complete and that is ``training.retrain_every_days`` past the last announced
+    one emits it (extra: partition = the window's last day, window_start, reason; see
+    :func:`airflow_mlops.pipeline.new_window_due`).
+    """
+    return _asset(model, "new_window")
+
+
 def drift(model: str) -> Asset:
     """Monitoring of ``model`` says retrain (extra: reasons, report path, figures)."""
     return _asset(model, "drift")

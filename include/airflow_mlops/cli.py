@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import sys
 import time
@@ -284,9 +285,14 @@ def airflow_env_cmd(port: int) -> None:
     """Print `export` lines so the plain `airflow` CLI works on this project's home."""
     from airflow_mlops.airflow_runtime import airflow_env
 
+    _databases()
     env = airflow_env(port, base={})
+    secret = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
     for key in sorted(env):
-        if key.startswith(("AIRFLOW", "MLOPS")):
+        if key == secret:  # the URL carries the database password: resolved when the line runs, never printed
+            home = shlex.quote(env["MLOPS_HOME"])
+            click.echo(f'export {key}="$(MLOPS_HOME={home} {shlex.quote(sys.argv[0])} db url airflow --show-password)"')
+        elif key.startswith(("AIRFLOW", "MLOPS")):
             click.echo(f"export {key}={env[key]!r}")
 
 
@@ -405,8 +411,11 @@ def demo(
     settings = get_settings()
     began = datetime.now()
 
+    record: dict[str, Any] = {"began": began.isoformat(timespec="seconds"), "steps": []}
+
     def step(text: str) -> None:
         minutes = (datetime.now() - began).total_seconds() / 60
+        record["steps"].append({"step": text.split(":")[0], "started_min": round(minutes, 2)})
         console.rule(f"[bold]{text}[/bold]  [dim]{minutes:.1f} min[/dim]")
 
     step("1/6 Database and Airflow")
@@ -420,6 +429,7 @@ def demo(
         states = _backfill(server, "ingest_flights", start, end, wait=True)
         landed = sum(1 for s in states.values() if s == "success")
         history_minutes = (time.monotonic() - history_began) / 60
+        record["history"] = {"days": landed, "minutes": round(history_minutes, 2)}
         console.print(
             f"{landed} days landed, validated and materialized in {history_minutes:.1f} min "
             f"({landed / max(history_minutes, 1e-9):.0f} days per minute)"
@@ -427,6 +437,7 @@ def demo(
 
         step(f"3/6 First champion: {train_dag} runs on the new data by itself (asset), then deploys and smoke-tests")
         history_runs = api.wait_until_idle(train_dag, timeout=1800)
+        record["train_runs_during_history"] = len(history_runs)
         console.print(f"{train_dag}: {len(history_runs)} run(s) started by the history's new data")
         if _champion_version(model) is None:  # the data trigger skipped (e.g. an incomplete window): ask for it
             run_id = api.trigger(train_dag, day_start(end + timedelta(days=1)), conf={"window_end": end.isoformat()})
@@ -440,7 +451,7 @@ def demo(
 
         step(f"4/6 Summer: {summer_start} .. {replay_end} lands; the week from {replay_start} is live traffic")
         _backfill(server, "ingest_flights", summer_start, replay_end, wait=True)
-        api.wait_until_idle(train_dag, timeout=1800)  # new data alone does not retrain yet (see the runs' logs)
+        api.wait_until_idle(train_dag, timeout=1800)  # no new window is due (see announce_<model> in ingest)
         replayed = _replay(model, replay_start, replay_end, batch=100)
         console.print(f"{replayed['predicted']} predictions served in {replayed['seconds']:.0f} s (prediction log)")
 
@@ -471,7 +482,10 @@ def demo(
 
     minutes = (datetime.now() - began).total_seconds() / 60
     step(f"Summary (the whole loop took {minutes:.1f} min)")
-    _demo_summary(api, server, settings, model, replay_end)
+    record["runs"] = _demo_summary(api, server, settings, model, replay_end)
+    record["total_min"] = round(minutes, 2)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    (settings.run_dir / "demo.json").write_text(json.dumps(record, indent=2) + "\n")  # read by `make bench`
     if stop:
         from airflow_mlops.deploy.local import stop as stop_endpoint
 
@@ -528,17 +542,21 @@ def _monitor_summary(settings: Any, model: str, day: date) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _demo_summary(api: Any, server: Any, settings: Any, model: str, day: date) -> None:
+def _demo_summary(api: Any, server: Any, settings: Any, model: str, day: date) -> dict[str, dict[str, int]]:
+    """Print where everything is; return the count of runs per DAG and ``type/state``."""
     from airflow_mlops.pipeline import model_spec
     from airflow_mlops.registry import aliases
 
+    all_counts: dict[str, dict[str, int]] = {}
     for dag_id in ("ingest_flights", f"train_{model}", f"monitor_{model}"):
         runs = api.dag_runs(dag_id)
-        counts: dict[str, int] = {}
+        counts = all_counts.setdefault(dag_id, {})
         for run in runs:
             key = f"{run['run_type']}/{run['state']}"
             counts[key] = counts.get(key, 0) + 1
-        console.print(f"Runs           {dag_id}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+        failed = sum(n for key, n in counts.items() if key.endswith("/failed"))
+        flag = f"  [red]{failed} failed[/red]" if failed else ""
+        console.print(f"Runs           {dag_id}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + flag)
     console.print(f"Versions       {model}: aliases {aliases(model_spec(model))}")
     console.print(f"Reports        {settings.home / 'reports' / model}  (drift.html, quality.html per day)")
     console.print(

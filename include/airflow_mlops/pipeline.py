@@ -4,11 +4,14 @@ Tasks pass small dicts through XCom; the training set itself goes through a fold
 ``$MLOPS_HOME/training/<model>/window_end=YYYY-MM-DD/`` (parquet + JSON, digests checked on load).
 Each function is a thin adapter over :mod:`airflow_mlops.training` and :mod:`airflow_mlops.registry`,
 so the same stages run in one plain Python process (:func:`airflow_mlops.registry.train`) or as tasks.
+It also decides when a run is due: :func:`new_window_due` (ingest's ``announce_<model>`` task, which folds new
+data before a run exists) and :func:`resolve_window_end` (which window a run trains on).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -169,6 +172,97 @@ def _drift_window_end(spec: ModelSpec, drifted: date, settings: Settings) -> dat
         )
     log.info("%s: drift on %s; retraining on the latest complete window, ending %s", spec.name, drifted, end)
     return end
+
+
+@dataclass(frozen=True)
+class NewWindow:
+    """Whether the day just ingested makes a new training window of a model due (see :func:`new_window_due`)."""
+
+    model: str
+    day: date  #: the day ingested, the last day of the window
+    due: bool  #: announce it: emit the ``<model>.new_window`` asset event, which starts ``train_<model>``
+    reason: str  #: why (or why not), for the task log
+    window_start: date
+    previous: date | None  #: the newest partition announced before, if any
+
+    def event_extra(self) -> dict[str, Any]:
+        """The extra of the ``new_window`` event; ``partition`` is what :func:`resolve_window_end` reads."""
+        return {
+            "partition": self.day.isoformat(),
+            "window_start": self.window_start.isoformat(),
+            "previous": self.previous.isoformat() if self.previous else None,
+            "reason": self.reason,
+        }
+
+
+def _announced_days(announced: Iterable[Mapping[str, Any] | None]) -> list[date]:
+    """Partitions of earlier ``new_window`` events; those without a readable one (e.g. made by hand) are ignored."""
+    days = []
+    for extra in announced:
+        try:
+            days.append(date.fromisoformat(str((extra or {})["partition"])))
+        except (KeyError, ValueError):
+            continue
+    return days
+
+
+def new_window_due(
+    spec: ModelSpec, day: date, announced: Iterable[Mapping[str, Any] | None], settings: Settings
+) -> NewWindow:
+    """Whether ingesting ``day`` makes a new training window of ``spec`` due, so that ingest announces it.
+
+    New data is folded here, before any ``train_<model>`` run exists (a backfill ingests one day per run, and an
+    event per day would start a run per day). The day is due when both hold:
+
+    - nothing was announced before, or ``day`` is at least ``training.retrain_every_days`` after the newest
+      announced partition (a day at or before it, e.g. a re-run of an old day, is never due);
+    - the window ending on ``day`` is complete: every one of its ``training.window_days`` days has validated rows
+      of the dataset's main table (file checks only, see :func:`missing_days`).
+
+    So the first window trains as soon as it is complete, then new data retrains every ``retrain_every_days``
+    at most; drift and requests retrain sooner through their own triggers. ``announced`` are the extras of the
+    model's earlier ``new_window`` events (the DAG reads them from Airflow, so no state of its own is kept).
+    The run it starts still applies :func:`resolve_window_end`'s guards (e.g. a newer champion after drift).
+    """
+    start = window_days(spec, day)[0]
+    earlier = _announced_days(announced)
+    previous = max(earlier) if earlier else None
+    every = spec.training.retrain_every_days
+
+    def decision(due: bool, reason: str) -> NewWindow:
+        return NewWindow(spec.name, day, due, reason, start, previous)
+
+    if previous is not None and day <= previous:
+        return decision(False, f"a window ending on {previous} was announced already; {day} adds nothing newer")
+    if previous is not None and (day - previous).days < every:
+        return decision(
+            False,
+            f"the last window announced ends {previous}; new data retrains every {every} days "
+            f"(next on {previous + timedelta(days=every)} or later; drift and requests retrain sooner)",
+        )
+    gaps = missing_days(spec, day, settings)
+    if gaps:
+        return decision(
+            False,
+            f"window {start}..{day} is not complete yet: {len(gaps)} of its {spec.training.window_days} days "
+            f"without validated data (first {gaps[0]})",
+        )
+    since = f"{(day - previous).days} days after the last one ({previous})" if previous else "the first one"
+    return decision(True, f"window {start}..{day} is complete and new: {since}")
+
+
+def announce_new_window(
+    model: str, day: str, announced: Iterable[Mapping[str, Any] | None], *, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Task ``announce_<model>`` of ``ingest_<dataset>``: :func:`new_window_due` for the day, as JSON.
+
+    Returns ``{"due": bool, "reason": str, "event": extra}``; the task emits the event only when due.
+    """
+    settings = settings or get_settings()
+    spec = model_spec(model, settings)
+    decided = new_window_due(spec, date.fromisoformat(day), announced, settings)
+    log.info("%s %s: %s: %s", model, day, "new window, announced" if decided.due else "not announced", decided.reason)
+    return {"due": decided.due, "reason": decided.reason, "event": decided.event_extra()}
 
 
 def training_dir(settings: Settings, model: str, window_end: date) -> Path:

@@ -1,8 +1,12 @@
-"""The train DAG's four triggers as Airflow sees them: new features, drift, the spec's cron, and requests.
+"""The train DAG's four triggers as Airflow sees them: new data, drift, the spec's cron, and requests.
 
-The DAG file is imported in a fresh interpreter (like the DAG processor) with a spec that sets
-``training.schedule``; the timetable must fire on either asset and on the cron, and the params carry
-requests. (New data and drift run for real in ``tests/e2e``, requests in ``tests/integration/test_train_dag``.)
+The DAG files are imported in a fresh interpreter (like the DAG processor) with a spec that sets
+``training.schedule``; the train timetable must fire on either asset and on the cron, and the params carry
+requests. New data reaches ``train_<model>`` only through ingest's ``announce_<model>`` task, which emits
+``<model>.new_window`` when a window is due (the decision itself is unit-tested in ``tests/unit/test_triggers``).
+``announce_flight_delay`` also runs for real (``DAG.test`` on a throwaway SQLite metadata database, the chain
+before it marked success): it reads its earlier events through Airflow and emits one only when a window is due.
+(New data and drift run for real in ``tests/e2e``, requests in ``tests/integration/test_train_dag``.)
 """
 
 from __future__ import annotations
@@ -11,11 +15,17 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
-from airflow_mlops.settings import PROJECT_ROOT
+from airflow_mlops.ingest import partition_path
+from airflow_mlops.settings import PROJECT_ROOT, load_settings
+
+from .conftest import DAGS_DIR, isolated_env
 
 PROBE = """
 import gc, json, runpy
@@ -26,24 +36,44 @@ from airflow.serialization.encoders import encode_timetable
 from airflow.timetables.base import DataInterval, TimeRestriction
 
 runpy.run_path("dags/train.py")
-dag = next(o for o in gc.get_objects() if isinstance(o, DAG) and o.dag_id.startswith("train_"))
+runpy.run_path("dags/ingest.py")
+dags = {o.dag_id: o for o in gc.get_objects() if isinstance(o, DAG)}
+dag, ingest = dags["train_flight_delay"], dags["ingest_flights"]
 core = decode_timetable(encode_timetable(dag.timetable))  # what the scheduler runs
-monday = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)
-info = core.next_dagrun_info(
-    last_automated_data_interval=DataInterval(monday, monday),
-    restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
-)
+# The cron's slots after a fixed last run. catchup=True pins the clock: with catchup=False the timetable
+# starts from "now" (the DAG's own setting; history comes by backfill), which changes every day.
+slots, last = [], datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)  # a Monday
+for _ in range(2):
+    info = core.next_dagrun_info(
+        last_automated_data_interval=DataInterval(last, last),
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=True),
+    )
+    slots.append(info.run_after.isoformat())
+    last = info.run_after
+announce = ingest.get_task("announce_flight_delay")
 print(json.dumps({
     "timetable": type(core).__name__,
     "assets": sorted(a.uri for a in dag.timetable.asset_condition.objects),
-    "next": info.run_after.isoformat() if info else None,
+    "slots": slots,
     "params": sorted(dag.params.keys()),
     "max_active_runs": dag.max_active_runs,
+    "announce": {
+        "upstream": sorted(announce.upstream_task_ids),
+        "downstream": sorted(announce.downstream_task_ids),
+        "outlets": [a.uri for a in announce.outlets],
+        "inlets": [a.uri for a in announce.inlets],
+        "depends_on_past": announce.depends_on_past,
+        "ignore_first_depends_on_past": announce.ignore_first_depends_on_past,
+    },
+    "materialize_outlets": [a.uri for a in ingest.get_task("materialize").outlets],
 }))
 """
 
 
-def test_train_dag_fires_on_features_drift_cron_and_requests(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What the probe saw of ``train_flight_delay`` and ``ingest_flights``, with a Monday-03:00 cron in the spec."""
+    tmp_path = tmp_path_factory.mktemp("triggers")
     raw = yaml.safe_load((PROJECT_ROOT / "include" / "models" / "flight_delay.yaml").read_text())
     raw["training"]["schedule"] = "0 3 * * 1"  # Mondays 03:00 UTC
     (tmp_path / "flight_delay.yaml").write_text(yaml.safe_dump(raw))
@@ -53,8 +83,84 @@ def test_train_dag_fires_on_features_drift_cron_and_requests(tmp_path: Path) -> 
         [sys.executable, "-c", PROBE], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_train_dag_fires_on_new_windows_drift_cron_and_requests(seen: dict[str, Any]) -> None:
     assert seen["timetable"] == "AssetOrTimeSchedule"
-    assert seen["assets"] == ["x-mlops://flight_delay/drift", "x-mlops://flights/features"]
-    assert seen["next"] == "2026-11-23T03:00:00+00:00"  # the cron's next Monday slot
+    assert seen["assets"] == ["x-mlops://flight_delay/drift", "x-mlops://flight_delay/new_window"]
+    # The cron's next Monday slots after the last run (the same on whatever day the test runs).
+    assert seen["slots"] == ["2026-11-23T03:00:00+00:00", "2026-11-30T03:00:00+00:00"]
     assert seen["params"] == ["force", "window_end"] and seen["max_active_runs"] == 1
+
+
+def test_ingest_announces_new_windows_after_materialize(seen: dict[str, Any]) -> None:
+    """Every day still emits ``flights.features``; only ``announce_flight_delay`` emits the train trigger."""
+    assert seen["materialize_outlets"] == ["x-mlops://flights/features"]
+    announce = seen["announce"]
+    assert announce["upstream"] == ["materialize"] and announce["downstream"] == []
+    # Its own earlier events are its inlet (read to fold new data); days decide one after the other.
+    assert announce["outlets"] == announce["inlets"] == ["x-mlops://flight_delay/new_window"]
+    assert announce["depends_on_past"] is True and announce["ignore_first_depends_on_past"] is True
+
+
+#: Runs ``ingest_flights`` for each day given (``DAG.test``) with land..materialize marked success, so only
+#: ``announce_flight_delay`` really runs; prints its state per run, then the ``new_window`` events as JSON.
+ANNOUNCE_PROBE = """
+import json, sys
+from datetime import datetime, timezone
+from airflow.dag_processing.dagbag import DagBag
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.utils.db import initdb
+from airflow.utils.session import create_session
+from sqlalchemy import select
+
+initdb()  # a fresh SQLite metadata database under AIRFLOW_HOME
+dag = DagBag(dag_folder=sys.argv[1]).get_dag("ingest_flights")
+states = []
+for day in sys.argv[2:]:
+    run = dag.test(
+        logical_date=datetime.fromisoformat(day).replace(tzinfo=timezone.utc),
+        mark_success_pattern="^(land|validate|build_features|materialize)$",
+    )
+    states.append([day, {ti.task_id: ti.state for ti in run.get_task_instances()}["announce_flight_delay"]])
+with create_session() as session:
+    events = session.execute(
+        select(AssetEvent.extra).join(AssetEvent.asset).where(AssetModel.name == "flight_delay.new_window")
+        .order_by(AssetEvent.id)
+    ).scalars().all()
+print("SEEN=" + json.dumps({"states": states, "events": [dict(extra) for extra in events]}))
+"""
+
+
+def test_announce_emits_new_window_events_only_when_due(tmp_path: Path) -> None:
+    """7-day windows, retrain every 3 days, Jan 1-10 validated: Jan 7 and Jan 10 are announced, nothing else."""
+    models = tmp_path / "models"
+    models.mkdir()
+    raw = yaml.safe_load((PROJECT_ROOT / "include" / "models" / "flight_delay.yaml").read_text())
+    raw["training"].update(window_days=7, holdout_days=2, retrain_every_days=3)
+    (models / "flight_delay.yaml").write_text(yaml.safe_dump(raw))
+    env = isolated_env(tmp_path, MLOPS_MODELS_DIR=str(models))
+    validated_dir = load_settings(env).validated_dir
+    for day in (date(2013, 1, 1) + timedelta(days=n) for n in range(10)):
+        path = partition_path(validated_dir, "flights", day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()  # the announce decision only checks that the validated partitions exist
+    # Jan 6 (its window starts Dec 31), Jan 7 (complete), Jan 8 (too soon), Jan 10 (3 days on), Jan 7 re-run.
+    runs = ["2013-01-06", "2013-01-07", "2013-01-08", "2013-01-10", "2013-01-07"]
+    done = subprocess.run(
+        [sys.executable, "-c", ANNOUNCE_PROBE, str(DAGS_DIR), *runs],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    marker = [line for line in done.stdout.splitlines() if line.startswith("SEEN=")]
+    assert done.returncode == 0 and marker, (done.stdout + done.stderr)[-5000:]
+    seen = json.loads(marker[-1].removeprefix("SEEN="))
+    announced = {"2013-01-07", "2013-01-10"}
+    expected = [[day, "success" if day in announced else "skipped"] for day in runs[:-1]]
+    assert seen["states"] == [*expected, ["2013-01-07", "skipped"]]  # skipped: no event
+    assert [e["partition"] for e in seen["events"]] == ["2013-01-07", "2013-01-10"]
+    assert seen["events"][1]["previous"] == "2013-01-07" and seen["events"][1]["window_start"] == "2013-01-04"

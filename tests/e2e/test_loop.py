@@ -106,6 +106,11 @@ def _backfill(api: AirflowApi, start: date, end: date) -> None:
     api.wait_for_backfills(INGEST, timeout=600)
 
 
+def _ingest_run_id(api: AirflowApi, day: date) -> str:
+    [run] = [r for r in api.dag_runs(INGEST) if r["logical_date"] == day_start(day)]
+    return str(run["run_id"])
+
+
 def _client() -> MlflowClient:
     return MlflowClient(
         tracking_uri=load_settings().mlflow_tracking_uri, registry_uri=load_settings().mlflow_tracking_uri
@@ -127,20 +132,22 @@ def test_the_closed_loop(loop: Loop) -> None:
     _backfill(api, FIRST, FIRST_END)
     runs = api.wait_until_idle(TRAIN, timeout=1800)
     data_runs = [r for r in runs if r["run_type"] == "asset_triggered"]
-    assert data_runs and all(r["state"] == "success" for r in data_runs), data_runs
-    trained = [r for r in data_runs if api.task_states(TRAIN, r["run_id"]).get("promote") == "success"]
-    assert len(trained) == 1, [api.task_states(TRAIN, r["run_id"]) for r in data_runs]
+    # One new_window event (Jan 7, the first complete 7-day window): one run, folded before it was created.
+    assert len(data_runs) == 1 and data_runs[0]["state"] == "success", data_runs
+    assert api.task_states(TRAIN, data_runs[0]["run_id"])["promote"] == "success"
     first = _champion()
     assert first is not None
     answer = httpx.post(f"{loop.url}/predict", json=_body(), timeout=60)
     assert answer.status_code == 200 and answer.json()["predictions"][0]["model_version"] == first
 
-    # 2. More data within retrain_every_days: asset runs skip at training_set, the champion stays.
+    # 2. More data within retrain_every_days: ingest announces no new window, no train run starts.
     before = {r["run_id"] for r in api.dag_runs(TRAIN)}
     _backfill(api, FIRST_END.replace(day=11), LAST)
     later = [r for r in api.wait_until_idle(TRAIN, timeout=1800) if r["run_id"] not in before]
-    assert later and all(api.task_states(TRAIN, r["run_id"])["training_set"] == "skipped" for r in later)
-    assert "retrains every 100 days" in api.task_log(TRAIN, later[-1]["run_id"], "training_set")
+    assert not later, later
+    last_ingest = _ingest_run_id(api, LAST)
+    assert api.task_states(INGEST, last_ingest)["announce_flight_delay"] == "skipped"
+    assert "retrains every 100 days" in api.task_log(INGEST, last_ingest, "announce_flight_delay")
     assert _champion() == first
 
     # 3. Live traffic, then monitoring: drift, report, event.
