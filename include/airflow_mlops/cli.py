@@ -493,7 +493,7 @@ def demo(
         stop_airflow(server.pid)
         console.print("Airflow and the endpoint stopped.")
     else:
-        console.print("Stop           make stop   (Airflow and the model endpoint)")
+        console.print("Stop           make stop   (endpoints, Airflow, MLflow, database); make up brings them back")
 
 
 def _wait_triggered(api: Any, dag_id: str, source_dag_id: str, source_run_id: str, timeout: float = 300) -> dict:

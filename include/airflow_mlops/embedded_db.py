@@ -32,7 +32,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,14 +70,7 @@ class DbStatus:
     urls: dict[str, str]  #: masked URLs by database
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "running": self.running,
-            "pid": self.pid,
-            "port": self.port,
-            "root": self.root,
-            "log": self.log,
-            "urls": self.urls,
-        }
+        return asdict(self)
 
 
 def bin_dir() -> Path:
