@@ -81,7 +81,7 @@ def ingest(start: date, end: date, dataset: str) -> None:
 
 
 def status_report() -> dict[str, Any]:
-    """What ``airflow-mlops status`` shows: state folder, tracking URI, models, endpoints, data."""
+    """What ``airflow-mlops status`` shows: state folder, databases (masked), models, endpoints, data."""
     from airflow_mlops.airflow_runtime import running_airflow
     from airflow_mlops.embedded_db import embedded
     from airflow_mlops.gate import list_quarantine
