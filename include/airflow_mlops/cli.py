@@ -481,7 +481,7 @@ def demo(
         raise click.ClickException(str(exc)) from None
 
     minutes = (datetime.now() - began).total_seconds() / 60
-    step(f"Summary (the whole loop took {minutes:.1f} min)")
+    step(f"Summary: the whole loop took {minutes:.1f} min")
     record["runs"] = _demo_summary(api, server, settings, model, replay_end)
     record["total_min"] = round(minutes, 2)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -566,6 +566,7 @@ def _demo_summary(api: Any, server: Any, settings: Any, model: str, day: date) -
     console.print("MLflow UI      .venv/bin/airflow-mlops mlflow start   then http://127.0.0.1:5000")
     _show_predictions(model, day)
     console.print("Status         .venv/bin/airflow-mlops status")
+    return all_counts
 
 
 def _show_predictions(model: str, day: date) -> None:
