@@ -20,13 +20,15 @@ from click.testing import CliRunner
 
 from airflow_mlops.cli import main
 from airflow_mlops.embedded_db import DATABASES, EmbeddedPostgres
-from airflow_mlops.settings import load_settings
+from airflow_mlops.settings import DATABASE_VARIABLES, load_settings
 
 pytestmark = pytest.mark.integration
 
 
 def _cli(home: Path, *args: str) -> str:
-    result = CliRunner().invoke(main, list(args), env={"MLOPS_HOME": str(home)})
+    """``airflow-mlops ARGS`` on ``home`` with no database given by the environment (the session may set one)."""
+    env: dict[str, str | None] = {"MLOPS_HOME": str(home), **dict.fromkeys(DATABASE_VARIABLES.values())}
+    result = CliRunner().invoke(main, list(args), env=env)
     assert result.exit_code == 0, result.output
     return result.output
 
