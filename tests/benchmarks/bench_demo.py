@@ -105,7 +105,7 @@ def render(records: list[dict[str, Any]], now: dict[str, Any], before: dict[str,
         "",
         machine_info(),
         "",
-        f"{now['runs']} consecutive runs of `airflow-mlops demo --stop`, each from a new `MLOPS_HOME` (new embedded "
+        f"{now['runs']} consecutive run(s) of `airflow-mlops demo --stop`, each from a new `MLOPS_HOME` (new embedded "
         "PostgreSQL, Airflow, MLflow store, Feast registry and online store), on commit "
         f"`{now['commit']}`; previous recorded run: commit `{prev.get('commit', '-')}`.",
         "",
