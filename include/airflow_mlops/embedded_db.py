@@ -25,18 +25,18 @@ The ``production`` profile never starts it: its URLs come from the environment (
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_mlops.airflow_runtime import free_port
+from airflow_mlops.locks import file_lock
 from airflow_mlops.mlflow_runtime import port_in_use
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class EmbeddedPostgres:
         """
         say = progress or (lambda _msg: None)
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._lock():
+        with file_lock(self.root / ".lock"):
             if self.pid() is not None:
                 self._create_databases()
                 return False
@@ -209,15 +209,6 @@ class EmbeddedPostgres:
         return True
 
     # -- internals -------------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _lock(self) -> Generator[None]:
-        with (self.root / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _service_user(self) -> str | None:
         """The system user the server runs as: None (this user) unless we are root."""

@@ -35,7 +35,6 @@ feature services), so neither the DAG nor a user has to run ``feast apply`` firs
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import io
@@ -58,6 +57,7 @@ from airflow_mlops.ingest import (
     file_sha256,
     partition_path,
 )
+from airflow_mlops.locks import file_lock
 from airflow_mlops.settings import PROJECT_ROOT, Profile, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -656,13 +656,8 @@ def _registry_lock(settings: Settings) -> Generator[None]:
     if settings.profile == Profile.PRODUCTION:
         yield
         return
-    settings.feast_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.feast_dir / ".registry.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(settings.feast_dir / ".registry.lock"):
+        yield
 
 
 def apply_definitions(settings: Settings | None = None, store: FeatureStore | None = None) -> FeatureStore:
