@@ -1,5 +1,5 @@
 """
-### `ingest_<dataset>`: land, validate, build features and materialize one day
+### `ingest_<dataset>`: land, validate, then build and serve one day's features
 
 For its logical day (the start of its data interval) this DAG runs the daily data chain:
 
@@ -11,28 +11,29 @@ For its logical day (the start of its data interval) this DAG runs the daily dat
    validated zone and `<dataset>.validated` is emitted. Fail: the task fails (no retry) with a summary
    of the failed expectations, the batch moves to `$MLOPS_HOME/data/quarantine/<dataset>/date=.../`
    with its result (JSON and Data Docs HTML), and nothing downstream runs.
-3. **build_features**: feature tables from validated data only (weather by origin and hour, the
-   carrier's trailing record from strictly earlier days, plane attributes), partitioned parquet.
-4. **materialize**: loads the day's feature rows into Feast's online store and emits
-   `<dataset>.features` (every day: "the day's features are online").
-5. **`announce_<model>`**, one task per model spec of the dataset (`include/models/*.yaml`): emits
-   `<model>.new_window`, the new-data trigger of `train_<model>`, only when the day makes a new training
-   window due; otherwise it is **skipped** (a skipped task emits no event) with the reason in its log.
-   Due means: the window of `training.window_days` days ending on the day has validated data on every
-   day, and nothing was announced before or the day is at least `training.retrain_every_days` after the
-   last announced window end. The last announced end comes from Airflow itself (the task reads its own
-   asset's earlier events through `inlet_events`), so no state is kept elsewhere. New data is thus folded
-   before a training run exists: a 90-day history backfill announces the first complete window (the
-   first champion trains by itself) and then at most once per `retrain_every_days`, instead of starting a
+3. **features**: builds the day's feature tables from validated data only (weather by origin and hour,
+   the carrier's trailing record from strictly earlier days, plane attributes; partitioned parquet),
+   loads the day's rows into Feast's online store, and emits `<dataset>.features` ("the day's features
+   are online"). It then decides, for each model spec of the dataset (`include/models/*.yaml`), whether
+   the day makes a new training window due, and emits `<model>.new_window` (the new-data trigger of
+   `train_<model>`) through the alias `<model>.new_window.announce` only then; the reason of every
+   decision is in the task log and in the `features` event. Due means: the window of
+   `training.window_days` days ending on the day has validated data on every day, and nothing was
+   announced before or the day is at least `training.retrain_every_days` after the last announced
+   window end. The last announced end comes from Airflow itself (the task reads the asset's earlier
+   events through `inlet_events`), so no state is kept elsewhere. New data is thus folded before a
+   training run exists: a 90-day history backfill announces the first complete window (the first
+   champion trains by itself) and then at most once per `retrain_every_days`, instead of starting a
    run per day.
 
 Every step is idempotent for its day: a re-run replaces its own partition and touches nothing else.
-`build_features` waits for the previous day's (`depends_on_past`), because the carrier's trailing
-record reads earlier days. `materialize` needs no such wait: it loads each view up to the latest end
-materialized so far, so the online store holds the latest rows whatever order days arrive in.
-`announce_<model>` waits for the previous day's too (`depends_on_past`, a skip counts as done), so
-concurrent runs decide one after the other and see each other's announcements; a re-run of a day
-at or before the last announced one never announces again.
+`features` waits for the previous day's (`depends_on_past`), because the carrier's trailing record
+reads earlier days, and so that days decide their announcements one after the other, each seeing the
+ones before it; a re-run of a day at or before the last announced one never announces again. The
+online store holds the latest rows whatever order days are materialized in (each view is loaded up to
+the latest end materialized so far). Three tasks a day, not five: each Airflow task costs about a
+second of scheduler, API server and process time on top of its work, which a 90-day backfill pays per
+day (BENCHMARKS.md, the demo).
 `catchup` is off: history comes by backfill (Airflow UI, *Trigger -> Backfill*, or
 `POST /api/v2/backfills`).
 """
@@ -49,39 +50,13 @@ from airflow_mlops.datasets import DATASETS
 from airflow_mlops.specs import load_specs
 
 
-def announce_task(model: str):
-    """Task ``announce_<model>``: emit ``<model>.new_window`` when the day makes a new training window due."""
-    new_window_asset = assets.new_window(model)
-
-    @task(
-        task_id=f"announce_{model}",
-        inlets=[new_window_asset],  # to read the earlier announcements (inlet_events)
-        outlets=[new_window_asset],
-        depends_on_past=True,  # days decide in order, each seeing the announcements before it
-        ignore_first_depends_on_past=True,  # runs from before this task existed have none to wait for
-        multiple_outputs=False,
-    )
-    def announce(*, data_interval_start: datetime, inlet_events=None, outlet_events=None) -> dict[str, object]:
-        """Announce the day's window to ``train_<model>`` when it is due; otherwise skip (no event) with the reason."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from airflow_mlops.pipeline import announce_new_window
-
-        announced = [event.extra for event in inlet_events[new_window_asset]]
-        decided = announce_new_window(model, data_interval_start.date().isoformat(), announced)
-        if not decided["due"]:
-            raise AirflowSkipException(str(decided["reason"]))
-        outlet_events[new_window_asset].extra = decided["event"]
-        return decided["event"]
-
-    return announce
-
-
 def build_ingest_dag(dataset: str, models: list[str]) -> None:
-    """One ``ingest_<dataset>`` DAG: land -> validate -> build_features -> materialize -> announce_<model>."""
+    """One ``ingest_<dataset>`` DAG: land -> validate -> features (which announces the models' new windows)."""
     landed_asset = assets.landed(dataset)
     validated_asset = assets.validated(dataset)
     features_asset = assets.features(dataset)
+    new_windows = {model: assets.new_window(model) for model in models}
+    aliases = {model: assets.new_window_alias(model) for model in models}
 
     @dag(
         dag_id=f"ingest_{dataset}",
@@ -124,31 +99,25 @@ def build_ingest_dag(dataset: str, models: list[str]) -> None:
             outlet_events[validated_asset].extra = published.extra
             return published.extra
 
-        @task(depends_on_past=True, multiple_outputs=False)
-        def build_features(*, data_interval_start: datetime) -> dict[str, object]:
-            """Build the day's feature tables from the validated zone."""
-            from airflow_mlops.features import build_features as build
+        @task(
+            inlets=list(new_windows.values()),  # to read the earlier announcements (inlet_events)
+            outlets=[features_asset, *aliases.values()],
+            depends_on_past=True,  # the carrier's record reads earlier days; days announce in order
+            ignore_first_depends_on_past=True,  # runs from before this task existed have none to wait for
+            multiple_outputs=False,
+        )
+        def features(*, data_interval_start: datetime, inlet_events=None, outlet_events=None) -> dict[str, object]:
+            """Build and materialize the day's features; announce each model's new window when it is due."""
+            from airflow_mlops.pipeline import features_day
 
-            return build(dataset, data_interval_start.date()).extra
+            announced = {model: [event.extra for event in inlet_events[asset]] for model, asset in new_windows.items()}
+            done = features_day(dataset, data_interval_start.date().isoformat(), announced)
+            outlet_events[features_asset].extra = done["features"]
+            for model, extra in done["new_windows"].items():
+                outlet_events[aliases[model]].add(new_windows[model], extra=extra)
+            return done["features"]
 
-        @task(outlets=[features_asset], multiple_outputs=False)
-        def materialize(built: dict[str, object], *, data_interval_start: datetime, outlet_events=None) -> dict:
-            """Load the day's feature rows into the online store; the event carries what was built."""
-            from airflow_mlops.features import materialize_day
-
-            online = materialize_day(data_interval_start.date())
-            extra = {**built, "online": online}
-            outlet_events[features_asset].extra = extra
-            return extra
-
-        landed_day = land()
-        validated_day = validate()
-        landed_day >> validated_day
-        built = build_features()
-        validated_day >> built
-        online = materialize(built)
-        for model in models:
-            online >> announce_task(model)()
+        land() >> validate() >> features()
 
     ingest()
 

@@ -4,8 +4,9 @@
 One DAG per model spec (`include/models/<model>.yaml`), generated from the spec.
 
 **When it runs**: a new training window announced by `ingest_<dataset>` (the `<model>.new_window` asset:
-its `announce_<model>` task emits it only when the window ending on the day is complete and, after the
-first, `training.retrain_every_days` past the last one, so a backfill starts one run, not one per day),
+its `features` task emits it, through an asset alias, only when the window ending on the day is complete
+and, after the first, `training.retrain_every_days` past the last one, so a backfill starts one run, not
+one per day),
 a drift event from monitoring (the `<model>.drift` asset), the spec's optional cron (`training.schedule`), or on
 request (UI *Trigger*, `POST /api/v2/dags/train_<model>/dagRuns`) with params `window_end`
 (`YYYY-MM-DD`, default: the latest validated day) and `force` (train again even if the same data

@@ -9,7 +9,7 @@ This module imports only ``airflow.sdk``: DAG files import it at parse time.
 
 from __future__ import annotations
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetAlias
 
 GROUP = "mlops"
 
@@ -42,6 +42,17 @@ def new_window(model: str) -> Asset:
     :func:`airflow_mlops.pipeline.new_window_due`).
     """
     return _asset(model, "new_window")
+
+
+def new_window_alias(model: str) -> AssetAlias:
+    """The alias through which ``ingest_<dataset>``'s ``features`` task emits :func:`new_window` only when due.
+
+    A task emits an event for every Asset in its outlets whenever it succeeds; through an alias it emits one
+    only for what it adds at run time (``outlet_events[alias].add(new_window(model), extra=...)``), so one task
+    can build the day's features every day and announce a window on the few days one is due.
+    ``train_<model>`` schedules on the asset itself, which the alias resolves to.
+    """
+    return AssetAlias(name=f"{model}.new_window.announce", group=GROUP)
 
 
 def drift(model: str) -> Asset:

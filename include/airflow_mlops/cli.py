@@ -42,6 +42,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         TextColumn("{task.fields[detail]}"),
         console=console,
+        refresh_per_second=1,  # the states change every few seconds; rich's default 10 Hz costs CPU the runs need
     )
 
 
@@ -201,8 +202,7 @@ def quarantine_release(dataset: str, day: date) -> None:
     """Validate a fixed quarantined batch again; publish it to the validated zone if it passes.
 
     Fix the files in the quarantine folder first (see `airflow-mlops quarantine list`). Afterwards clear
-    the day's `build_features` task (with downstream) in the Airflow UI so features and the online store
-    follow.
+    the day's `features` task in the Airflow UI so the feature tables and the online store follow.
     """
     from airflow_mlops.gate import BatchRejected, release
     from airflow_mlops.validation import ValidationError
@@ -451,7 +451,7 @@ def demo(
 
         step(f"4/6 Summer: {summer_start} .. {replay_end} lands; the week from {replay_start} is live traffic")
         _backfill(server, "ingest_flights", summer_start, replay_end, wait=True)
-        api.wait_until_idle(train_dag, timeout=1800)  # no new window is due (see announce_<model> in ingest)
+        api.wait_until_idle(train_dag, timeout=1800)  # no new window is due (see the features task of ingest)
         replayed = _replay(model, replay_start, replay_end, batch=100)
         console.print(f"{replayed['predicted']} predictions served in {replayed['seconds']:.0f} s (prediction log)")
 

@@ -1,8 +1,8 @@
 """Features: build feature tables from validated data, keep Feast applied, materialize, look features up.
 
-The daily chain is ``land -> validate -> build features -> materialize``. This module holds the last two
-steps and the lookups that training and serving use; the Feast definitions themselves live in
-``feature_repo/definitions.py`` (declarative, ``feast`` only).
+The daily chain is ``land -> validate -> features``, and the ``features`` task builds, then materializes.
+This module holds those two steps and the lookups that training and serving use; the Feast definitions
+themselves live in ``feature_repo/definitions.py`` (declarative, ``feast`` only).
 
 Feature tables (partitioned parquet under ``Settings.features_dir``, read by Feast's DuckDB offline store)::
 

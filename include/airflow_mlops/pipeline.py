@@ -4,7 +4,7 @@ Tasks pass small dicts through XCom; the training set itself goes through a fold
 ``$MLOPS_HOME/training/<model>/window_end=YYYY-MM-DD/`` (parquet + JSON, digests checked on load).
 Each function is a thin adapter over :mod:`airflow_mlops.training` and :mod:`airflow_mlops.registry`,
 so the same stages run in one plain Python process (:func:`airflow_mlops.registry.train`) or as tasks.
-It also decides when a run is due: :func:`new_window_due` (ingest's ``announce_<model>`` task, which folds new
+It also decides when a run is due: :func:`new_window_due` (ingest's ``features`` task, which folds new
 data before a run exists) and :func:`resolve_window_end` (which window a run trains on).
 """
 
@@ -254,15 +254,44 @@ def new_window_due(
 def announce_new_window(
     model: str, day: str, announced: Iterable[Mapping[str, Any] | None], *, settings: Settings | None = None
 ) -> dict[str, Any]:
-    """Task ``announce_<model>`` of ``ingest_<dataset>``: :func:`new_window_due` for the day, as JSON.
+    """:func:`new_window_due` for ``model`` and ``day``, as JSON (what :func:`features_day` decides per model).
 
-    Returns ``{"due": bool, "reason": str, "event": extra}``; the task emits the event only when due.
+    Returns ``{"due": bool, "reason": str, "event": extra}``; the event is emitted only when due.
     """
     settings = settings or get_settings()
     spec = model_spec(model, settings)
     decided = new_window_due(spec, date.fromisoformat(day), announced, settings)
     log.info("%s %s: %s: %s", model, day, "new window, announced" if decided.due else "not announced", decided.reason)
     return {"due": decided.due, "reason": decided.reason, "event": decided.event_extra()}
+
+
+def features_day(
+    dataset: str,
+    day: str,
+    announced: Mapping[str, Iterable[Mapping[str, Any] | None]],
+    *,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Task ``features`` of ``ingest_<dataset>``: build the day's feature tables, load them online, announce windows.
+
+    ``announced`` maps each model of the dataset to the extras of its earlier ``new_window`` events. Returns
+    ``{"features": <extra of the dataset's features event>, "new_windows": {model: extra}}``, where
+    ``new_windows`` holds only the models whose window the day makes due (:func:`new_window_due`); the reasons
+    of every decision are in ``features["announce"]`` and in the log.
+    """
+    from airflow_mlops.features import build_features, materialize_day
+
+    settings = settings or get_settings()
+    built = build_features(dataset, date.fromisoformat(day), settings=settings).extra
+    online = materialize_day(date.fromisoformat(day), settings=settings)
+    new_windows: dict[str, dict[str, Any]] = {}
+    reasons: dict[str, str] = {}
+    for model, events in sorted(announced.items()):
+        decided = announce_new_window(model, day, events, settings=settings)
+        reasons[model] = ("announced: " if decided["due"] else "not announced: ") + str(decided["reason"])
+        if decided["due"]:
+            new_windows[model] = decided["event"]
+    return {"features": {**built, "online": online, "announce": reasons}, "new_windows": new_windows}
 
 
 def training_dir(settings: Settings, model: str, window_end: date) -> Path:

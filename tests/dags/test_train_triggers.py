@@ -2,10 +2,12 @@
 
 The DAG files are imported in a fresh interpreter (like the DAG processor) with a spec that sets
 ``training.schedule``; the train timetable must fire on either asset and on the cron, and the params carry
-requests. New data reaches ``train_<model>`` only through ingest's ``announce_<model>`` task, which emits
-``<model>.new_window`` when a window is due (the decision itself is unit-tested in ``tests/unit/test_triggers``).
-``announce_flight_delay`` also runs for real (``DAG.test`` on a throwaway SQLite metadata database, the chain
-before it marked success): it reads its earlier events through Airflow and emits one only when a window is due.
+requests. New data reaches ``train_<model>`` only through ingest's ``features`` task, which emits
+``<model>.new_window`` through an asset alias when a window is due (the decision itself is unit-tested in
+``tests/unit/test_triggers``). The announcing runs for real in ``DAG.test`` on a throwaway SQLite metadata
+database: ``land`` and ``validate`` marked success and the feature build and materialization replaced by
+stand-ins (they are tested in ``tests/unit/test_features`` and end to end), so what runs is Airflow's side: the
+task reads its earlier events through ``inlet_events`` and emits one through the alias only when a window is due.
 (New data and drift run for real in ``tests/e2e``, requests in ``tests/integration/test_train_dag``.)
 """
 
@@ -50,22 +52,22 @@ for _ in range(2):
     )
     slots.append(info.run_after.isoformat())
     last = info.run_after
-announce = ingest.get_task("announce_flight_delay")
+features = ingest.get_task("features")
 print(json.dumps({
     "timetable": type(core).__name__,
     "assets": sorted(a.uri for a in dag.timetable.asset_condition.objects),
     "slots": slots,
     "params": sorted(dag.params.keys()),
     "max_active_runs": dag.max_active_runs,
-    "announce": {
-        "upstream": sorted(announce.upstream_task_ids),
-        "downstream": sorted(announce.downstream_task_ids),
-        "outlets": [a.uri for a in announce.outlets],
-        "inlets": [a.uri for a in announce.inlets],
-        "depends_on_past": announce.depends_on_past,
-        "ignore_first_depends_on_past": announce.ignore_first_depends_on_past,
+    "tasks": sorted(ingest.task_ids),
+    "features": {
+        "upstream": sorted(features.upstream_task_ids),
+        "downstream": sorted(features.downstream_task_ids),
+        "outlets": [getattr(a, "uri", None) or type(a).__name__ + ":" + a.name for a in features.outlets],
+        "inlets": [a.uri for a in features.inlets],
+        "depends_on_past": features.depends_on_past,
+        "ignore_first_depends_on_past": features.ignore_first_depends_on_past,
     },
-    "materialize_outlets": [a.uri for a in ingest.get_task("materialize").outlets],
 }))
 """
 
@@ -94,21 +96,31 @@ def test_train_dag_fires_on_new_windows_drift_cron_and_requests(seen: dict[str, 
     assert seen["params"] == ["force", "window_end"] and seen["max_active_runs"] == 1
 
 
-def test_ingest_announces_new_windows_after_materialize(seen: dict[str, Any]) -> None:
-    """Every day still emits ``flights.features``; only ``announce_flight_delay`` emits the train trigger."""
-    assert seen["materialize_outlets"] == ["x-mlops://flights/features"]
-    announce = seen["announce"]
-    assert announce["upstream"] == ["materialize"] and announce["downstream"] == []
-    # Its own earlier events are its inlet (read to fold new data); days decide one after the other.
-    assert announce["outlets"] == announce["inlets"] == ["x-mlops://flight_delay/new_window"]
-    assert announce["depends_on_past"] is True and announce["ignore_first_depends_on_past"] is True
+def test_ingest_announces_new_windows_from_its_features_task(seen: dict[str, Any]) -> None:
+    """Three tasks a day; ``features`` emits ``flights.features`` always and the train trigger through its alias."""
+    assert seen["tasks"] == ["features", "land", "validate"]
+    features = seen["features"]
+    assert features["upstream"] == ["validate"] and features["downstream"] == []
+    assert features["outlets"] == ["x-mlops://flights/features", "AssetAlias:flight_delay.new_window.announce"]
+    # The model's earlier new_window events are its inlet (read to fold new data); days decide one after the other.
+    assert features["inlets"] == ["x-mlops://flight_delay/new_window"]
+    assert features["depends_on_past"] is True and features["ignore_first_depends_on_past"] is True
 
 
-#: Runs ``ingest_flights`` for each day given (``DAG.test``) with land..materialize marked success, so only
-#: ``announce_flight_delay`` really runs; prints its state per run, then the ``new_window`` events as JSON.
+#: Runs ``ingest_flights`` for each day given (``DAG.test``) with land and validate marked success and the feature
+#: build and materialization replaced by stand-ins, so ``features`` runs Airflow's side of announcing for real;
+#: prints its state and the reasons of its ``flights.features`` event per run, then the ``new_window`` events.
 ANNOUNCE_PROBE = """
 import json, sys
 from datetime import datetime, timezone
+import airflow_mlops.features as engine_features
+Built = type("Built", (), {})
+def build_features(dataset, day, settings=None):
+    built = Built()
+    built.extra = {"partition": str(day)}
+    return built
+engine_features.build_features = build_features
+engine_features.materialize_day = lambda day, settings=None: {"day": str(day), "views": {}}
 from airflow.dag_processing.dagbag import DagBag
 from airflow.models.asset import AssetEvent, AssetModel
 from airflow.utils.db import initdb
@@ -121,15 +133,16 @@ states = []
 for day in sys.argv[2:]:
     run = dag.test(
         logical_date=datetime.fromisoformat(day).replace(tzinfo=timezone.utc),
-        mark_success_pattern="^(land|validate|build_features|materialize)$",
+        mark_success_pattern="^(land|validate)$",
     )
-    states.append([day, {ti.task_id: ti.state for ti in run.get_task_instances()}["announce_flight_delay"]])
+    states.append([day, {ti.task_id: ti.state for ti in run.get_task_instances()}["features"]])
 with create_session() as session:
-    events = session.execute(
-        select(AssetEvent.extra).join(AssetEvent.asset).where(AssetModel.name == "flight_delay.new_window")
-        .order_by(AssetEvent.id)
-    ).scalars().all()
-print("SEEN=" + json.dumps({"states": states, "events": [dict(extra) for extra in events]}))
+    def extras(asset):
+        return [dict(extra) for extra in session.execute(
+            select(AssetEvent.extra).join(AssetEvent.asset).where(AssetModel.name == asset).order_by(AssetEvent.id)
+        ).scalars().all()]
+    seen = {"states": states, "events": extras("flight_delay.new_window"), "features": extras("flights.features")}
+print("SEEN=" + json.dumps(seen))
 """
 
 
@@ -159,8 +172,15 @@ def test_announce_emits_new_window_events_only_when_due(tmp_path: Path) -> None:
     marker = [line for line in done.stdout.splitlines() if line.startswith("SEEN=")]
     assert done.returncode == 0 and marker, (done.stdout + done.stderr)[-5000:]
     seen = json.loads(marker[-1].removeprefix("SEEN="))
-    announced = {"2013-01-07", "2013-01-10"}
-    expected = [[day, "success" if day in announced else "skipped"] for day in runs[:-1]]
-    assert seen["states"] == [*expected, ["2013-01-07", "skipped"]]  # skipped: no event
+    assert seen["states"] == [[day, "success"] for day in runs]  # every day's features are built either way
     assert [e["partition"] for e in seen["events"]] == ["2013-01-07", "2013-01-10"]
+    reasons = [event["announce"]["flight_delay"] for event in seen["features"]]
+    assert [reason.split(":")[0] for reason in reasons] == [
+        "not announced",  # Jan 6: its window starts Dec 31, before the data
+        "announced",
+        "not announced",  # Jan 8: too soon after Jan 7
+        "announced",
+        "not announced",  # Jan 7 again: at or before the last announced day
+    ], reasons
+    assert "not complete yet" in reasons[0] and "retrains every 3 days" in reasons[2]
     assert seen["events"][1]["previous"] == "2013-01-07" and seen["events"][1]["window_start"] == "2013-01-04"

@@ -146,8 +146,8 @@ def test_the_closed_loop(loop: Loop) -> None:
     later = [r for r in api.wait_until_idle(TRAIN, timeout=1800) if r["run_id"] not in before]
     assert not later, later
     last_ingest = _ingest_run_id(api, LAST)
-    assert api.task_states(INGEST, last_ingest)["announce_flight_delay"] == "skipped"
-    assert "retrains every 100 days" in api.task_log(INGEST, last_ingest, "announce_flight_delay")
+    assert api.task_states(INGEST, last_ingest)["features"] == "success"
+    assert "retrains every 100 days" in api.task_log(INGEST, last_ingest, "features")
     assert _champion() == first
 
     # 3. Live traffic, then monitoring: drift, report, event.

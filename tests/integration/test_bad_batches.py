@@ -81,11 +81,7 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
     assert _wait(api, GOOD_THEN_BAD) == "success"
     run_id = _run_id(api, GOOD_THEN_BAD)
     states = api.task_states(DAG_ID, run_id)
-    # announce_<model> succeeds or skips (is a new training window due?): tests/unit/test_triggers.py
-    assert {task: state for task, state in states.items() if not task.startswith("announce_")} == dict.fromkeys(
-        ("land", "validate", "build_features", "materialize"), "success"
-    )
-    assert states["announce_flight_delay"] in ("success", "skipped")
+    assert states == dict.fromkeys(("land", "validate", "features"), "success")
     good_validated = partition_path(settings.validated_dir, "flights", GOOD_THEN_BAD).read_bytes()
     good = _snapshot(settings.validated_dir, settings.features_dir, settings.feast_dir)
     assert good, "the good day wrote nothing to the validated zone, features or online store"
@@ -101,9 +97,7 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
     assert api.task_states(DAG_ID, run_id) == {
         "land": "success",
         "validate": "failed",
-        "build_features": "upstream_failed",
-        "materialize": "upstream_failed",
-        "announce_flight_delay": "upstream_failed",
+        "features": "upstream_failed",
     }
     log = api.task_log(DAG_ID, run_id, "validate")
     assert "validation of flights date=2013-01-14: FAILED" in log
@@ -130,9 +124,7 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
     assert api.task_states(DAG_ID, truncated_run) == {
         "land": "failed",
         "validate": "upstream_failed",
-        "build_features": "upstream_failed",
-        "materialize": "upstream_failed",
-        "announce_flight_delay": "upstream_failed",
+        "features": "upstream_failed",
     }
     log = api.task_log(DAG_ID, truncated_run, "land")
     assert f"cannot read {deliveries}/date={TRUNCATED.isoformat()}/flights.parquet" in log

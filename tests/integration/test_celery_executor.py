@@ -35,7 +35,7 @@ from tests.integration.conftest import fresh_postgres_database
 pytestmark = pytest.mark.integration
 
 DAY = date(2013, 1, 2)
-TASKS = ("land", "validate", "build_features", "materialize")
+TASKS = ("land", "validate", "features")
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +67,9 @@ def test_celery_executor_runs_the_daily_chain(celery_airflow: tuple[AirflowServe
     assert api.wait_for_run("ingest_flights", run_id, timeout=900) == "success", api.task_states(
         "ingest_flights", run_id
     )
-    # Jan 2 completes no training window: the announce task skips (no new_window event).
-    assert api.task_states("ingest_flights", run_id) == {
-        **dict.fromkeys(TASKS, "success"),
-        "announce_flight_delay": "skipped",
-    }
+    assert api.task_states("ingest_flights", run_id) == dict.fromkeys(TASKS, "success")
+    # Jan 2 completes no training window: no new_window event, and the features task says why.
+    assert "flight_delay 2013-01-02: not announced: window" in api.task_log("ingest_flights", run_id, "features")
     engine = sqlalchemy.create_engine(database)
     try:
         with engine.connect() as conn:

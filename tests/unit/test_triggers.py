@@ -92,7 +92,7 @@ def test_new_data_waits_for_a_complete_window_and_the_retrain_interval(
 
 
 def _ingest(spec: ModelSpec, first: date, last: date, settings: Settings) -> list[date]:
-    """Days first..last ingested in order, as ``announce_<model>`` sees them: the days it announced."""
+    """Days first..last ingested in order, as ingest's ``features`` task sees them: the days it announced."""
     announced: list[dict[str, object]] = []  # the extras of the model's new_window events so far
     day = first
     while day <= last:
