@@ -731,12 +731,43 @@ def _day_bounds(path: Path) -> tuple[int, datetime | None, datetime | None]:
     return len(column), bounds["min"].as_py(), bounds["max"].as_py()
 
 
+def _values_digest(path: Path) -> str:
+    """SHA-256 of a feature partition's rows without their event timestamps (what the online store keeps)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    table = table.drop_columns([TIMESTAMP]).replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def _online_already(settings: Settings, table: str, day: date, latest: datetime | None) -> date | None:
+    """The previous day, if its partition holds the same rows as ``day``'s and is already online.
+
+    A snapshot table (reference data stamped anew every day) then adds nothing online: the store keeps one
+    row per entity, and it holds these values already, so :func:`materialize_day` skips the view.
+    """
+    previous = day - timedelta(days=1)
+    before, path = feature_partition(settings, table, previous), feature_partition(settings, table, day)
+    if latest is None or not before.exists():
+        return None
+    _, _, before_end = _day_bounds(before)
+    if before_end is None or before_end > latest or _values_digest(before) != _values_digest(path):
+        return None
+    return previous
+
+
 def materialize_day(day: date, *, settings: Settings | None = None) -> dict[str, Any]:
     """Load the rows that ``day``'s build wrote into the online store of the active profile.
 
     Per feature view, the interval is ``[first, last]`` event timestamp of the day's partition, extended to
     the latest end materialized so far: the online store then holds, per entity, the latest row up to that
-    end whatever order days are (re-)materialized in, so a re-run gives the same online state. Applies the
+    end whatever order days are (re-)materialized in, so a re-run gives the same online state. A view whose
+    partition holds the same values as the previous day's, which is online already, is skipped (a snapshot of
+    reference data, stamped anew each day, would rewrite the same rows; see :func:`_online_already`). Applies the
     definitions first if needed (:func:`ensure_applied`). Returns a JSON-able summary.
     """
     settings = settings or get_settings()
@@ -759,6 +790,16 @@ def materialize_day(day: date, *, settings: Settings | None = None) -> dict[str,
                 continue
             view = store.registry.get_feature_view(table, store.project, allow_cache=False)
             latest = max((interval[1] for interval in view.materialization_intervals), default=None)
+            same_as = _online_already(settings, table, day, latest)
+            if same_as is not None:
+                views[table] = {
+                    "rows": rows,
+                    "start": None,
+                    "end": latest.isoformat() if latest else None,
+                    "skipped": f"same rows as {same_as.isoformat()}, which are online already",
+                }
+                log.info("%s %s: same rows as %s, already online; not loaded again", table, day, same_as)
+                continue
             until = max(end, latest) if latest is not None else end
             store.materialize(start_date=start, end_date=until, feature_views=[table])
             views[table] = {"rows": rows, "start": start.isoformat(), "end": until.isoformat()}

@@ -513,10 +513,38 @@ def test_materialize_is_idempotent_in_any_order(materialized: Built) -> None:
     summary = materialize_day(MATERIALIZED[-1], settings=settings)
     assert online_snapshot(settings) == before
     assert summary["views"]["carrier_recent"]["rows"] == 15
+    # The plane snapshot is the same every day: once online, the next days skip loading it again.
+    same = f"same rows as {(MATERIALIZED[-1] - timedelta(days=1)).isoformat()}, which are online already"
+    assert summary["views"]["plane_attributes"]["skipped"] == same
+    assert "skipped" not in summary["views"]["weather_hourly"]
     # Re-running an earlier day does not bring back older values.
     earlier = materialize_day(MATERIALIZED[1], settings=settings)
     assert online_snapshot(settings) == before
     assert earlier["views"]["weather_hourly"]["end"] == summary["views"]["weather_hourly"]["end"]
+
+
+def test_a_snapshot_is_skipped_only_when_its_values_are_online_already(tmp_path: Path) -> None:
+    """``_online_already``: same values as the previous day (timestamps aside) and that day online."""
+    settings = load_settings({"MLOPS_HOME": str(tmp_path / "home"), **file_stores(tmp_path / "home")})
+    day, previous = date(2013, 1, 6), date(2013, 1, 5)
+    planes = pd.DataFrame({"tailnum": ["N1", "N2"], "plane_seats": [100, 150]})
+
+    def write(when: date, frame: pd.DataFrame) -> datetime:
+        stamp = datetime(when.year, when.month, when.day, 5, tzinfo=UTC) + timedelta(days=1)
+        frame = frame.assign(event_timestamp=pd.Timestamp(stamp))
+        _write_parquet_atomic(frame, features.feature_partition(settings, "plane_attributes", when))
+        return stamp
+
+    assert features._online_already(settings, "plane_attributes", day, None) is None  # nothing online yet
+    write(day, planes)
+    assert features._online_already(settings, "plane_attributes", day, datetime.now(UTC)) is None  # no day before
+    online_until = write(previous, planes)
+    assert features._online_already(settings, "plane_attributes", day, online_until) == previous
+    # The previous day is not online yet (materialized only up to before it): load.
+    assert features._online_already(settings, "plane_attributes", day, online_until - timedelta(hours=1)) is None
+    # One value changed: load.
+    write(day, planes.assign(plane_seats=[100, 160]))
+    assert features._online_already(settings, "plane_attributes", day, online_until) is None
 
 
 def _reference_join(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
