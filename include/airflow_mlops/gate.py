@@ -35,7 +35,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from airflow_mlops.datasets import DATASETS
+from airflow_mlops.datasets import get_datasets
 from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.validation import RESULT_FILE, ValidationError, ValidationReport, validate_partition
@@ -82,10 +82,11 @@ def quarantine_path(settings: Settings, dataset: str, day: date) -> Path:
 
 
 def _layout_tables(dataset: str) -> tuple[str, ...]:
-    layout = DATASETS.get(dataset)
+    known = get_datasets()
+    layout = known.get(dataset)
     if layout is None:
-        raise ValidationError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
-    return layout.tables
+        raise ValidationError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(known)) or 'none'}")
+    return layout.table_names
 
 
 def _replace_dir(staging: Path, target: Path) -> None:

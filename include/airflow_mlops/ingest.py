@@ -32,7 +32,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from airflow_mlops.datasets import DATASETS
+from airflow_mlops.datasets import get_datasets
 from airflow_mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -247,14 +247,15 @@ def land_partition(
 ) -> LandingResult:
     """Land every raw table of ``dataset`` for ``day``; see the module docstring for the guarantees."""
     settings = settings or get_settings()
-    layout = DATASETS.get(dataset)
+    known = get_datasets(settings)
+    layout = known.get(dataset)
     if layout is None:
-        raise IngestError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+        raise IngestError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(known)) or 'none'}")
     source = source or make_source(settings.source(dataset), settings)
 
     # Read everything first: if any table fails or is empty, nothing is written.
     try:
-        frames = {table: source.read(table, day) for table in layout.tables}
+        frames = {table: source.read(table, day) for table in layout.table_names}
     except UnreadableFileError as exc:
         from airflow_mlops.gate import BatchRejected, quarantine_unreadable
 
@@ -311,8 +312,9 @@ def land_range(
 ) -> list[LandingResult]:
     """Land every day from ``start`` to ``end`` (inclusive), calling ``on_day`` after each for progress."""
     settings = settings or get_settings()
-    if dataset not in DATASETS:
-        raise IngestError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    known = get_datasets(settings)
+    if dataset not in known:
+        raise IngestError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(known)) or 'none'}")
     source = make_source(settings.source(dataset), settings)
     results = []
     for day in days(start, end):

@@ -3,7 +3,8 @@
 :func:`package` imports the version into the BentoML model store (``bentoml.mlflow.import_model``, labelled
 with the registered name and version), writes a build context with a ``bentofile.yaml``, a two-line
 ``service.py`` (:func:`airflow_mlops.bento_service.build_service` for that model and spec), a copy of the
-``airflow_mlops`` package, the model spec and the pinned ``requirements.lock``, builds the bento, and exports
+``airflow_mlops`` package, the model spec, its dataset's file and the pinned ``requirements.lock``, builds the
+bento, and exports
 the self-contained ``.bento`` archive. The bento's tag, the archive's path and sha256 digest, and the
 container image name are recorded on the model version as tags (``bento.tag``, ``bento.archive``,
 ``bento.digest``, ``bento.image``).
@@ -72,7 +73,13 @@ def _bentofile(spec: ModelSpec, ref: ModelVersionRef) -> dict[str, Any]:
         "name": service_name(spec),
         "description": f"{spec.name} version {ref.version}: {spec.description.strip()}",
         "labels": {"model": spec.name, "model_version": str(ref.version), "run_id": ref.run_id},
-        "include": ["service.py", "include/airflow_mlops/**/*.py", "include/models/*.yaml", "feature_repo/**"],
+        "include": [
+            "service.py",
+            "include/airflow_mlops/**/*.py",
+            "include/models/*.yaml",
+            "include/datasets/*.yaml",
+            "feature_repo/**",
+        ],
         "python": {"requirements_txt": "requirements.lock", "lock_packages": False},
         "envs": [
             {"name": "BENTOML_PORT", "value": str(CONTAINER_PORT)},
@@ -111,6 +118,11 @@ def _build_context(root: Path, settings: Settings, spec: ModelSpec, ref: ModelVe
     if not spec_file.is_file():
         raise PackagingError(f"{spec.name} v{ref.version}: spec file {spec_file} not found")
     shutil.copy2(spec_file, context / "include" / "models" / spec_file.name)
+    dataset_file = settings.datasets_dir / f"{spec.dataset}.yaml"  # the spec names it; serving reads its clock
+    if not dataset_file.is_file():
+        raise PackagingError(f"{spec.name} v{ref.version}: dataset file {dataset_file} not found")
+    (context / "include" / "datasets").mkdir()
+    shutil.copy2(dataset_file, context / "include" / "datasets" / dataset_file.name)
     lock = PROJECT_ROOT / "requirements.lock"
     if lock.is_file():
         shutil.copy2(lock, context / "requirements.lock")

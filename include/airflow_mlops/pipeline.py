@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.datasets import DATASETS
+from airflow_mlops.datasets import dataset_spec
 from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec, load_specs
@@ -50,7 +50,7 @@ def model_spec(name: str, settings: Settings | None = None) -> ModelSpec:
 
 def _main_table(spec: ModelSpec) -> str:
     """The table whose rows are the model's examples: the dataset's first required table."""
-    return DATASETS[spec.dataset].required[0]
+    return dataset_spec(spec.dataset).main_table
 
 
 def latest_validated_day(spec: ModelSpec, settings: Settings) -> date | None:

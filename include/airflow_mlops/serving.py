@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from airflow_mlops.datasets import DATASETS
+from airflow_mlops.datasets import dataset_spec
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec
 
@@ -33,8 +33,12 @@ if TYPE_CHECKING:
 MAX_FLIGHTS = 1000
 #: Largest request body in bytes (a larger body gets 413).
 MAX_BODY_BYTES = 1_000_000
-#: Local clock of the flights table (``sched_dep_time``, the partition day).
-FLIGHTS_TZ = DATASETS["flights"].timezone
+
+
+@cache
+def flights_timezone() -> str:
+    """Local clock of the flights table (``sched_dep_time``, the partition day), from its dataset file."""
+    return dataset_spec("flights").timezone
 
 
 @cache
@@ -78,18 +82,18 @@ class Flight(BaseModel):
 
     @model_validator(mode="after")
     def _hours_agree(self) -> Flight:
-        local = self.time_hour.astimezone(_zone(FLIGHTS_TZ))
+        local = self.time_hour.astimezone(_zone(flights_timezone()))
         if local.hour != self.sched_dep_time // 100:
             raise ValueError(
-                f"time_hour {self.time_hour.isoformat()} is {local.hour:02d}:00 in {FLIGHTS_TZ}, but sched_dep_time "
-                f"{self.sched_dep_time:04d} says {self.sched_dep_time // 100:02d}:xx"
+                f"time_hour {self.time_hour.isoformat()} is {local.hour:02d}:00 in {flights_timezone()}, but "
+                f"sched_dep_time {self.sched_dep_time:04d} says {self.sched_dep_time // 100:02d}:xx"
             )
         return self
 
     @property
     def local_date(self) -> str:
         """The flight's day in the local clock (its partition in the flights table), ISO date."""
-        return self.time_hour.astimezone(_zone(FLIGHTS_TZ)).date().isoformat()
+        return self.time_hour.astimezone(_zone(flights_timezone())).date().isoformat()
 
 
 class PredictRequest(BaseModel):
@@ -161,7 +165,7 @@ def with_local_clock(frame: pd.DataFrame) -> pd.DataFrame:
 
     frame = frame.copy()
     frame["time_hour"] = pd.to_datetime(frame["time_hour"], utc=True)
-    local = frame["time_hour"].dt.tz_convert(FLIGHTS_TZ)
+    local = frame["time_hour"].dt.tz_convert(flights_timezone())
     sched = frame["sched_dep_time"].astype("int64")
     frame["year"], frame["month"], frame["day"] = local.dt.year, local.dt.month, local.dt.day
     frame["hour"], frame["minute"] = sched // 100, sched % 100

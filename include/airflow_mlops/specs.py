@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from airflow_mlops.datasets import DATASETS
+from airflow_mlops.config_files import ConfigError, ConfigFileError, load_model_file, load_model_folder
 from airflow_mlops.settings import get_settings
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -205,22 +204,18 @@ class ModelSpec(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            known = ", ".join(sorted(DATASETS))
-            raise ValueError(f"unknown dataset {value!r}; known datasets: {known}")
+        from airflow_mlops.datasets import get_datasets
+
+        known = get_datasets()
+        if value not in known:
+            raise ValueError(f"unknown dataset {value!r}; known datasets: {', '.join(sorted(known)) or 'none'}")
         return value
 
 
-@dataclass(frozen=True)
-class SpecError:
-    """Why one spec file could not be loaded."""
-
-    path: Path
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.field}: {self.reason}"
+#: Why one spec file could not be loaded (file, dotted field, reason).
+SpecError = ConfigError
+#: A spec file is invalid; ``errors`` holds one entry per problem.
+SpecFileError = ConfigFileError
 
 
 @dataclass
@@ -236,51 +231,12 @@ class SpecSet:
         return sorted({spec.dataset for spec in self.specs.values()})
 
 
-class SpecFileError(ValueError):
-    """A spec file is invalid; ``errors`` holds one entry per problem."""
-
-    def __init__(self, errors: list[SpecError]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
-
-
 def load_spec(path: Path) -> ModelSpec:
     """Load and validate one spec file; raise :class:`SpecFileError` naming the file, field and reason."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecFileError([SpecError(path, "<file>", f"cannot be read: {exc.strerror or exc}")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecFileError([SpecError(path, where, f"not valid YAML: {problem}")]) from None
-    if not isinstance(raw, dict):
-        raise SpecFileError([SpecError(path, "<root>", "expected a mapping of fields, got " + type(raw).__name__)])
-    try:
-        spec = ModelSpec.model_validate(raw)
-    except ValidationError as exc:
-        errors = [
-            SpecError(path, ".".join(str(part) for part in err["loc"]) or "<root>", err["msg"]) for err in exc.errors()
-        ]
-        raise SpecFileError(errors) from None
-    if spec.name != path.stem:
-        raise SpecFileError([SpecError(path, "name", f"{spec.name!r} must match the file name {path.stem!r}")])
-    return spec
+    return load_model_file(path, ModelSpec)
 
 
 def load_specs(models_dir: Path | None = None) -> SpecSet:
     """Load every ``*.yaml`` spec in ``models_dir`` (default: settings); bad files do not hide good ones."""
-    folder = models_dir or get_settings().models_dir
-    result = SpecSet()
-    if not folder.is_dir():
-        result.errors.append(SpecError(folder, "<folder>", "models folder does not exist"))
-        return result
-    for path in sorted(folder.glob("*.y*ml")):
-        try:
-            spec = load_spec(path)
-        except SpecFileError as exc:
-            result.errors.extend(exc.errors)
-            continue
-        result.specs[spec.name] = spec
-    return result
+    specs, errors = load_model_folder(models_dir or get_settings().models_dir, ModelSpec, "models")
+    return SpecSet(specs=specs, errors=errors)

@@ -37,7 +37,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.datasets import DATASETS
+from airflow_mlops.datasets import dataset_spec
 from airflow_mlops.features import TIMESTAMP, flight_entities, historical_features
 from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import Settings, get_settings
@@ -360,7 +360,7 @@ def _schedule_feature(flights: pd.DataFrame, name: str, spec: ModelSpec) -> pd.S
 
 def _table(spec: ModelSpec) -> str:
     """The table whose rows are the examples: the dataset's first required table (``flights``)."""
-    return DATASETS[spec.dataset].required[0]
+    return dataset_spec(spec.dataset).main_table
 
 
 def _read_window(

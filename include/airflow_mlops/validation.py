@@ -30,7 +30,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.datasets import DATASETS
+from airflow_mlops.datasets import get_datasets
 from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import Settings, get_settings
 
@@ -254,12 +254,13 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
     :class:`ValidationError` only if the dataset or its suites are unknown.
     """
     settings = settings or get_settings()
-    layout = DATASETS.get(dataset)
+    known = get_datasets(settings)
+    layout = known.get(dataset)
     if layout is None:
-        raise ValidationError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+        raise ValidationError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(known)) or 'none'}")
     context = _context()
     suites = build_suites(dataset, day)
-    missing = [table for table in layout.tables if table not in suites]
+    missing = [table for table in layout.table_names if table not in suites]
     if missing:
         raise ValidationError(f"suites of {dataset!r} have no suite for table(s): {', '.join(missing)}")
 
@@ -268,7 +269,7 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
     failures: list[Failure] = []
     raw: dict[str, Any] = {}
     docs: dict[str, str] = {}
-    for table in layout.tables:
+    for table in layout.table_names:
         path = partition_path(settings.landing_dir, table, day)
         try:
             frame = _read(path)
