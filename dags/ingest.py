@@ -5,15 +5,16 @@ One DAG per dataset file (`include/datasets/<dataset>.yaml`: its tables, source,
 last day). For its logical day (the start of its data interval) this DAG runs the daily data chain:
 
 1. **land**: copies that day's raw tables from the dataset's source (its file's `source`, or
-   `MLOPS_SOURCE_<DATASET>`; the shipped `flights` replays the real 2013 New York flights) into the landing zone,
+   `MLOPS_SOURCE_<DATASET>`) into the landing zone,
    `$MLOPS_HOME/data/landing/<table>/date=YYYY-MM-DD/part-0.parquet`. Emits `<dataset>.landed`.
-   A day without flights fails; a file that cannot be read is quarantined and fails the run.
+   A day without rows of a required table fails; a file that cannot be read is quarantined and fails
+   the run.
 2. **validate**: runs the dataset's Great Expectations suites. Pass: the day is published to the
    validated zone and `<dataset>.validated` is emitted. Fail: the task fails (no retry) with a summary
    of the failed expectations, the batch moves to `$MLOPS_HOME/data/quarantine/<dataset>/date=.../`
    with its result (JSON and Data Docs HTML), and nothing downstream runs.
-3. **features**: builds the day's feature tables from validated data only (weather by origin and hour,
-   the carrier's trailing record from strictly earlier days, plane attributes; partitioned parquet),
+3. **features**: builds the day's feature tables from validated data only (partitioned parquet; a
+   feature may read earlier days, never later ones),
    loads the day's rows into Feast's online store, and emits `<dataset>.features` ("the day's features
    are online"). It then decides, for each model spec of the dataset (`include/models/*.yaml`), whether
    the day makes a new training window due, and emits `<model>.new_window` (the new-data trigger of
@@ -28,8 +29,8 @@ last day). For its logical day (the start of its data interval) this DAG runs th
    run per day.
 
 Every step is idempotent for its day: a re-run replaces its own partition and touches nothing else.
-`features` waits for the previous day's (`depends_on_past`), because the carrier's trailing record
-reads earlier days, and so that days decide their announcements one after the other, each seeing the
+`features` waits for the previous day's (`depends_on_past`), because features may read earlier days,
+and so that days decide their announcements one after the other, each seeing the
 ones before it; a re-run of a day at or before the last announced one never announces again. The
 online store holds the latest rows whatever order days are materialized in (each view is loaded up to
 the latest end materialized so far). Three tasks a day, not five: each Airflow task costs about a
@@ -41,23 +42,20 @@ day (BENCHMARKS.md, the demo).
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 
 from airflow.sdk import dag, task
 
 from airflow_mlops import assets
-from airflow_mlops.dag_helpers import default_args
+from airflow_mlops.dag_helpers import dataset_dates, default_args
 from airflow_mlops.datasets import DatasetSpec, get_datasets
 from airflow_mlops.specs import load_specs
-
-
-def _midnight(day: date | None) -> datetime | None:
-    return datetime.combine(day, time(), tzinfo=UTC) if day else None
 
 
 def build_ingest_dag(spec: DatasetSpec, models: list[str]) -> None:
     """One ``ingest_<dataset>`` DAG: land -> validate -> features (which announces the models' new windows)."""
     dataset = spec.name
+    start_date, end_date = dataset_dates(dataset)
     landed_asset = assets.landed(dataset)
     validated_asset = assets.validated(dataset)
     features_asset = assets.features(dataset)
@@ -68,8 +66,8 @@ def build_ingest_dag(spec: DatasetSpec, models: list[str]) -> None:
         dag_id=f"ingest_{dataset}",
         doc_md=__doc__,
         schedule=spec.schedule,
-        start_date=_midnight(spec.start_date),
-        end_date=_midnight(spec.end_date),
+        start_date=start_date,
+        end_date=end_date,
         catchup=False,
         max_active_runs=spec.max_active_runs,
         tags=["mlops", "ingest", dataset],
@@ -108,7 +106,7 @@ def build_ingest_dag(spec: DatasetSpec, models: list[str]) -> None:
         @task(
             inlets=list(new_windows.values()),  # to read the earlier announcements (inlet_events)
             outlets=[features_asset, *aliases.values()],
-            depends_on_past=True,  # the carrier's record reads earlier days; days announce in order
+            depends_on_past=True,  # features may read earlier days; days announce in order
             ignore_first_depends_on_past=True,  # runs from before this task existed have none to wait for
             multiple_outputs=False,
         )

@@ -1,12 +1,13 @@
 """
 ### `monitor_<model>`: Evidently drift and quality of a day's served traffic -> the `drift` asset
 
-One DAG per model spec, `@daily` over 2013 (catchup off: past days come by backfill, like any day).
-The run for logical date *D* judges the predictions served for flights of *D* and the days before it
+One DAG per model spec, `@daily` over the days of its dataset (its file's `start_date` to `end_date`;
+catchup off: past days come by backfill, like any day).
+The run for logical date *D* judges the predictions served for events of *D* and the days before it
 (`drift.current_days`, a week by default):
 
 1. **report**: current data is that week's prediction log (features as served), joined with the true outcome
-   of the days whose flights have landed; reference is the champion's training set. Evidently computes drift per
+   of the days whose rows have landed; reference is the champion's training set. Evidently computes drift per
    feature and, with outcomes, classification quality. Reports (HTML + JSON) go to
    `$MLOPS_HOME/reports/<model>/date=D/`, named in the task log and behind the task's *Drift report* link; the
    key figures are logged to MLflow on the champion's run (`monitor.*`).
@@ -19,26 +20,25 @@ The run for logical date *D* judges the predictions served for flights of *D* an
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from airflow.sdk import dag, task
 
 from airflow_mlops import assets
-from airflow_mlops.dag_helpers import default_args
+from airflow_mlops.dag_helpers import dataset_dates, default_args
 from airflow_mlops.specs import ModelSpec, load_specs
 
 
 def build_monitor_dag(spec: ModelSpec) -> None:
     """One ``monitor_<model>`` DAG for ``spec``."""
     drift_asset = assets.drift(spec.name)
+    start_date, end_date = dataset_dates(spec.dataset)  # the days its dataset covers
 
     @dag(
         dag_id=f"monitor_{spec.name}",
         doc_md=__doc__,
         description=f"Drift and quality of {spec.name}'s served traffic, day by day",
         schedule="@daily",
-        start_date=datetime(2013, 1, 1, tzinfo=UTC),
-        end_date=datetime(2013, 12, 31, tzinfo=UTC),
+        start_date=start_date,
+        end_date=end_date,
         catchup=False,
         max_active_runs=1,
         tags=["mlops", "monitor", spec.name],

@@ -24,7 +24,7 @@ and spec were already trained; it never bypasses the gate). `max_active_runs=1`.
    `.bento` archive); its tag and sha256 go on the model version.
 5. **deploy**: stages the bento on the spec's target (`local`, `sagemaker`, `kubernetes`) beside what
    serves now.
-6. **smoke_test**: holdout flights through the staged endpoint must match the version's offline
+6. **smoke_test**: holdout rows through the staged endpoint must match the version's offline
    predictions. Pass: the new bento takes the traffic. Fail: rolled back, the task fails, `@champion` stays.
 7. **promote**: moves `@champion` to the new version; the old champion keeps `@previous`. Emits
    `<model>.trained` and `<model>.deployed`.
@@ -32,12 +32,10 @@ and spec were already trained; it never bypasses the gate). `max_active_runs=1`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from airflow_mlops import assets
-from airflow_mlops.dag_helpers import default_args
+from airflow_mlops.dag_helpers import dataset_dates, default_args
 from airflow_mlops.specs import ModelSpec, load_specs
 
 
@@ -57,7 +55,7 @@ def build_train_dag(spec: ModelSpec) -> None:
         doc_md=__doc__,
         description=spec.description.strip()[:200] if spec.description else None,
         schedule=schedule,
-        start_date=datetime(2013, 1, 1, tzinfo=UTC),
+        start_date=dataset_dates(spec.dataset)[0],
         catchup=False,
         max_active_runs=1,
         tags=["mlops", "train", spec.name],

@@ -1,8 +1,12 @@
-"""Shared DAG defaults, so every DAG file states its policy the same way. Imports only the stdlib."""
+"""Shared DAG defaults, so every DAG file states its policy the same way.
+
+Imports only the standard library at the top (the dataset files are read on demand, with PyYAML and pydantic,
+which the DAG files load anyway for the model specs).
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 OWNER = "mlops"
@@ -19,3 +23,20 @@ def default_args(**overrides: Any) -> dict[str, Any]:
     }
     args.update(overrides)
     return args
+
+
+def _midnight(day: date | None) -> datetime | None:
+    return datetime.combine(day, time(), tzinfo=UTC) if day else None
+
+
+def dataset_dates(dataset: str) -> tuple[datetime, datetime | None]:
+    """The first and last day of ``dataset`` (its file's ``start_date``, ``end_date``) as UTC midnights.
+
+    The DAGs of a dataset and of its models take their dates from there, so no DAG file names a year.
+    """
+    from airflow_mlops.datasets import dataset_spec
+
+    spec = dataset_spec(dataset)
+    start = _midnight(spec.start_date)
+    assert start is not None
+    return start, _midnight(spec.end_date)

