@@ -6,7 +6,7 @@ last day). For its logical day (the start of its data interval) this DAG runs th
 
 1. **land**: copies that day's raw tables from the dataset's source (its file's `source`, or
    `MLOPS_SOURCE_<DATASET>`) into the landing zone,
-   `$MLOPS_HOME/data/landing/<table>/date=YYYY-MM-DD/part-0.parquet`. Emits `<dataset>.landed`.
+   `$MLOPS_HOME/data/landing/<dataset>/<table>/date=YYYY-MM-DD/part-0.parquet`. Emits `<dataset>.landed`.
    A day without rows of a required table fails; a file that cannot be read is quarantined and fails
    the run.
 2. **validate**: runs the dataset's Great Expectations suites. Pass: the day is published to the

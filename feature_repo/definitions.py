@@ -9,7 +9,7 @@ directory, not against this repository. They follow the same rules as ``airflow_
 ``$MLOPS_DATA_DIR/features`` if set, else ``$MLOPS_HOME/data/features``, else ``<checkout>/.mlops/data/features``.
 Each source is a directory of Hive-style partitions written by one daily build each::
 
-    <features>/<table>/date=YYYY-MM-DD/part-0.parquet
+    <features>/flights/<table>/date=YYYY-MM-DD/part-0.parquet
 
 Every table has an ``event_timestamp`` column (UTC, microseconds): the instant from which a row may be used.
 """
@@ -40,7 +40,9 @@ def features_dir() -> Path:
     return data_dir / "features"
 
 
-FEATURES_DIR = features_dir()
+#: This module's dataset: its feature tables live under ``<features>/<dataset>/``.
+DATASET = "flights"
+FEATURES_DIR = features_dir() / DATASET
 
 
 def _source(table: str, description: str) -> FileSource:
@@ -98,7 +100,7 @@ weather_hourly = FeatureView(
     ],
     source=_source("weather_hourly", "Validated weather, one row per airport and hour."),
     online=True,
-    tags={"dataset": "flights", "owner": "mlops"},
+    tags={"dataset": DATASET, "owner": "mlops"},
 )
 
 carrier_recent = FeatureView(
@@ -125,7 +127,7 @@ carrier_recent = FeatureView(
     ],
     source=_source("carrier_recent", "Trailing 7-day carrier statistics from validated flights."),
     online=True,
-    tags={"dataset": "flights", "owner": "mlops"},
+    tags={"dataset": DATASET, "owner": "mlops"},
 )
 
 plane_attributes = FeatureView(
@@ -149,7 +151,7 @@ plane_attributes = FeatureView(
     ],
     source=_source("plane_attributes", "Plane reference table snapshots."),
     online=True,
-    tags={"dataset": "flights", "owner": "mlops"},
+    tags={"dataset": DATASET, "owner": "mlops"},
 )
 
 # --- feature services -----------------------------------------------------------------------------------

@@ -87,21 +87,22 @@ def status_report() -> dict[str, Any]:
     from airflow_mlops.datasets import load_datasets
     from airflow_mlops.embedded_db import embedded
     from airflow_mlops.gate import list_quarantine
-    from airflow_mlops.ingest import PART_FILE
     from airflow_mlops.mlflow_runtime import running_mlflow
     from airflow_mlops.specs import load_specs
+    from airflow_mlops.zones import partition_days
 
     settings = get_settings()
     specs = load_specs()
+    datasets = load_datasets(settings.datasets_dir)
     airflow = running_airflow(settings)
     partitions = {}
-    if settings.landing_dir.is_dir():
-        for table_dir in sorted(p for p in settings.landing_dir.iterdir() if p.is_dir()):
-            days = sorted(p.parent.name.removeprefix("date=") for p in table_dir.glob(f"date=*/{PART_FILE}"))
-            partitions[table_dir.name] = {
+    for name, dataset in sorted(datasets.datasets.items()):
+        for table in dataset.table_names:
+            days = partition_days(settings.landing_dir, name, table)
+            partitions[f"{name}.{table}"] = {
                 "count": len(days),
-                "first": days[0] if days else None,
-                "last": days[-1] if days else None,
+                "first": days[0].isoformat() if days else None,
+                "last": days[-1].isoformat() if days else None,
             }
     endpoints: dict[str, str] = {}
     if airflow is not None:
@@ -129,7 +130,7 @@ def status_report() -> dict[str, Any]:
         "databases": databases,
         "embedded_postgres": db,
         "sources": settings.sources,
-        "dataset_errors": [str(e) for e in load_datasets(settings.datasets_dir).errors],
+        "dataset_errors": [str(e) for e in datasets.errors],
         "models": {
             name: {"dataset": s.dataset, "feature_service": s.feature_service, "deploy_target": s.deploy.target}
             for name, s in specs.specs.items()
@@ -363,10 +364,10 @@ def _show_features(settings: Any, day: date) -> None:
     """Print an online lookup of ``flight_delay_v1`` for the first flight of ``day`` (what serving will see)."""
     import pandas as pd
 
+    from airflow_mlops.datasets import validated_examples
     from airflow_mlops.features import FeatureError, online_features
-    from airflow_mlops.ingest import partition_path
 
-    path = partition_path(settings.validated_dir, "flights", day)
+    path = validated_examples("flights", day, settings)
     if not path.exists():
         return
     flight = pd.read_parquet(path, columns=["origin", "carrier", "tailnum"]).dropna().iloc[0].to_dict()
@@ -722,16 +723,16 @@ def _predict(model: str, day: date, rows: int, url: str | None) -> dict[str, Any
     import httpx
     import pandas as pd
 
-    from airflow_mlops.ingest import partition_path
+    from airflow_mlops.datasets import validated_examples
     from airflow_mlops.pipeline import model_spec
     from airflow_mlops.serving import flights_payload
 
     settings = get_settings()
     spec = model_spec(model, settings)
     url = url or f"http://{spec.deploy.local.host}:{spec.deploy.local.port}"
-    path = partition_path(settings.validated_dir, "flights", day)
+    path = validated_examples(spec.dataset, day, settings)
     if not path.exists():
-        raise click.ClickException(f"no validated flights for {day}: {path} is missing")
+        raise click.ClickException(f"no validated {spec.dataset} data for {day}: {path} is missing")
     flights = pd.read_parquet(path).head(rows)
     body = flights_payload(flights)
     try:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from airflow_mlops.config_files import ConfigError, load_model_folder
 from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.zones import partition_days, partition_path
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 #: Airflow's cron presets that run once a day at most (a dataset is partitioned by day).
@@ -151,3 +152,15 @@ def dataset_spec(name: str, settings: Settings | None = None) -> DatasetSpec:
             f"unknown dataset {name!r}; known: {listed} (declared in {settings.datasets_dir}/<name>.yaml)"
         )
     return known[name]
+
+
+def validated_example_days(dataset: str, settings: Settings | None = None) -> list[date]:
+    """Days whose main table (one row per example) passed validation, oldest first."""
+    settings = settings or get_settings()
+    return partition_days(settings.validated_dir, dataset, dataset_spec(dataset, settings).main_table)
+
+
+def validated_examples(dataset: str, day: date, settings: Settings | None = None) -> Path:
+    """The validated file of the dataset's main table for ``day`` (it may not exist)."""
+    settings = settings or get_settings()
+    return partition_path(settings.validated_dir, dataset, dataset_spec(dataset, settings).main_table, day)

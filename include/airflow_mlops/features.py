@@ -49,16 +49,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.datasets import get_datasets
-from airflow_mlops.ingest import (
-    NYCFLIGHTS13,
-    FileSource,
-    Nycflights13Source,
-    _write_parquet_aside,
-    file_sha256,
-    partition_path,
-)
+from airflow_mlops.ingest import NYCFLIGHTS13, FileSource, Nycflights13Source
 from airflow_mlops.locks import file_lock
 from airflow_mlops.settings import PROJECT_ROOT, Profile, Settings, get_settings
+from airflow_mlops.zones import file_sha256, partition_path, write_parquet_together
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,9 +181,9 @@ class FeatureBuildResult:
         return asdict(self)
 
 
-def feature_partition(settings: Settings, table: str, day: date) -> Path:
-    """The partition file of feature table ``table`` written by the build of ``day``."""
-    return partition_path(settings.features_dir, table, day)
+def feature_partition(settings: Settings, dataset: str, table: str, day: date) -> Path:
+    """The partition file of feature table ``table`` of ``dataset`` written by the build of ``day``."""
+    return partition_path(settings.features_dir, dataset, table, day)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -199,7 +193,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 
 def _require_validated(settings: Settings, dataset: str, table: str, day: date) -> pd.DataFrame:
-    path = partition_path(settings.validated_dir, table, day)
+    path = partition_path(settings.validated_dir, dataset, table, day)
     if not path.exists():
         raise MissingPartitionError(
             f"{dataset}: no validated {table} partition for {day.isoformat()}: {path} does not exist; "
@@ -399,7 +393,7 @@ def build_features(dataset: str, day: date, *, settings: Settings | None = None)
     trailing: list[str] = []
     for back in range(TRAILING_DAYS - 1, 0, -1):  # day-6 .. day-1: whichever are validated
         past = day - timedelta(days=back)
-        path = partition_path(settings.validated_dir, "flights", past)
+        path = partition_path(settings.validated_dir, dataset, "flights", past)
         if path.exists():
             window.append(_read_parquet(path).assign(_day=past.isoformat()))
             trailing.append(past.isoformat())
@@ -429,26 +423,18 @@ def build_features(dataset: str, day: date, *, settings: Settings | None = None)
         "plane_attributes": _plane_table(planes_raw, served_from),
     }
 
-    # Write every table aside first, then rename them all: a failed write leaves the day as it was.
-    staged: dict[str, tuple[Path, Path]] = {}
-    try:
-        for table in FEATURE_TABLES[dataset]:
-            path = feature_partition(settings, table, day)
-            staged[table] = (_write_parquet_aside(frames[table], path), path)
-    except BaseException:
-        for tmp, _ in staged.values():
-            tmp.unlink(missing_ok=True)
-        raise
+    # Every table is written aside first, then all are renamed: a failed write leaves the day as it was.
+    paths = {table: feature_partition(settings, dataset, table, day) for table in FEATURE_TABLES[dataset]}
+    write_parquet_together({paths[table]: frames[table] for table in paths})
     written = []
-    for table, (tmp, path) in staged.items():
-        os.replace(tmp, path)
+    for table, path in paths.items():
         start, end = _bounds(frames[table])
         written.append(
             FeatureTableWrite(
                 table=table, rows=len(frames[table]), path=str(path), sha256=file_sha256(path), start=start, end=end
             )
         )
-        log.info("features: wrote %s rows of %s for %s at %s", len(frames[table]), table, day, path)
+        log.info("features: wrote %s rows of %s %s for %s at %s", len(frames[table]), dataset, table, day, path)
     return FeatureBuildResult(
         dataset=dataset,
         partition=day.isoformat(),
@@ -744,14 +730,15 @@ def _values_digest(path: Path) -> str:
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
-def _online_already(settings: Settings, table: str, day: date, latest: datetime | None) -> date | None:
+def _online_already(settings: Settings, dataset: str, table: str, day: date, latest: datetime | None) -> date | None:
     """The previous day, if its partition holds the same rows as ``day``'s and is already online.
 
     A snapshot table (reference data stamped anew every day) then adds nothing online: the store keeps one
     row per entity, and it holds these values already, so :func:`materialize_day` skips the view.
     """
     previous = day - timedelta(days=1)
-    before, path = feature_partition(settings, table, previous), feature_partition(settings, table, day)
+    before = feature_partition(settings, dataset, table, previous)
+    path = feature_partition(settings, dataset, table, day)
     if latest is None or not before.exists():
         return None
     _, _, before_end = _day_bounds(before)
@@ -760,8 +747,10 @@ def _online_already(settings: Settings, table: str, day: date, latest: datetime 
     return previous
 
 
-def materialize_day(day: date, *, settings: Settings | None = None) -> dict[str, Any]:
-    """Load the rows that ``day``'s build wrote into the online store of the active profile.
+def materialize_day(dataset: str, day: date, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Load the rows that ``day``'s build of ``dataset`` wrote into the online store of the active profile.
+
+    Only the dataset's own feature views are loaded: another dataset's days are none of this call's business.
 
     Per feature view, the interval is ``[first, last]`` event timestamp of the day's partition, extended to
     the latest end materialized so far: the online store then holds, per entity, the latest row up to that
@@ -771,16 +760,18 @@ def materialize_day(day: date, *, settings: Settings | None = None) -> dict[str,
     definitions first if needed (:func:`ensure_applied`). Returns a JSON-able summary.
     """
     settings = settings or get_settings()
+    if dataset not in FEATURE_TABLES:
+        known = ", ".join(sorted(FEATURE_TABLES)) or "none"
+        raise FeatureError(f"no feature tables are defined for dataset {dataset!r} (datasets with features: {known})")
     bounds: dict[str, tuple[int, datetime | None, datetime | None]] = {}
-    for dataset, tables in FEATURE_TABLES.items():
-        for table in tables:
-            path = feature_partition(settings, table, day)
-            if not path.exists():
-                raise FeaturesNotBuiltError(
-                    f"no {table} partition for {day.isoformat()}: {path} does not exist; build_features("
-                    f"{dataset!r}, {day.isoformat()}) must run before the day is materialized"
-                )
-            bounds[table] = _day_bounds(path)
+    for table in FEATURE_TABLES[dataset]:
+        path = feature_partition(settings, dataset, table, day)
+        if not path.exists():
+            raise FeaturesNotBuiltError(
+                f"no {dataset} {table} partition for {day.isoformat()}: {path} does not exist; build_features("
+                f"{dataset!r}, {day.isoformat()}) must run before the day is materialized"
+            )
+        bounds[table] = _day_bounds(path)
     store = ensure_applied(settings)
     views: dict[str, Any] = {}
     with _registry_lock(settings):
@@ -790,7 +781,7 @@ def materialize_day(day: date, *, settings: Settings | None = None) -> dict[str,
                 continue
             view = store.registry.get_feature_view(table, store.project, allow_cache=False)
             latest = max((interval[1] for interval in view.materialization_intervals), default=None)
-            same_as = _online_already(settings, table, day, latest)
+            same_as = _online_already(settings, dataset, table, day, latest)
             if same_as is not None:
                 views[table] = {
                     "rows": rows,
@@ -804,6 +795,7 @@ def materialize_day(day: date, *, settings: Settings | None = None) -> dict[str,
             store.materialize(start_date=start, end_date=until, feature_views=[table])
             views[table] = {"rows": rows, "start": start.isoformat(), "end": until.isoformat()}
     return {
+        "dataset": dataset,
         "day": day.isoformat(),
         "profile": settings.profile.value,
         "project": store.project,

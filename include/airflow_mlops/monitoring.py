@@ -193,7 +193,7 @@ def _model_frame(
 ) -> pd.DataFrame:
     import pandas as pd
 
-    from airflow_mlops.ingest import partition_path
+    from airflow_mlops.datasets import validated_examples
     from airflow_mlops.serving import with_local_clock
     from airflow_mlops.training import serving_input
 
@@ -203,7 +203,7 @@ def _model_frame(
     frame[PROBABILITY] = logged[PROBABILITY].astype("float64")
     frame["model_version"] = logged["model_version"].astype("int64")
     frame["date"] = flights["date"].to_numpy()
-    truth_paths = [p for d in days if (p := partition_path(settings.validated_dir, "flights", d)).exists()]
+    truth_paths = [p for d in days if (p := validated_examples(spec.dataset, d, settings)).exists()]
     if truth_paths:
         truth = pd.concat([pd.read_parquet(p) for p in truth_paths], ignore_index=True)
         truth = with_local_clock(truth.drop(columns=["date"], errors="ignore"))

@@ -17,8 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.datasets import dataset_spec
-from airflow_mlops.ingest import partition_path
+from airflow_mlops.datasets import validated_example_days, validated_examples
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec, load_specs
 
@@ -48,16 +47,10 @@ def model_spec(name: str, settings: Settings | None = None) -> ModelSpec:
     raise PipelineError(f"no valid model spec {name!r} (known: {', '.join(sorted(specs.specs)) or 'none'}). {errors}")
 
 
-def _main_table(spec: ModelSpec) -> str:
-    """The table whose rows are the model's examples: the dataset's first required table."""
-    return dataset_spec(spec.dataset).main_table
-
-
 def latest_validated_day(spec: ModelSpec, settings: Settings) -> date | None:
     """The most recent day whose main table passed validation."""
-    folder = settings.validated_dir / _main_table(spec)
-    days = sorted(p.parent.name.removeprefix("date=") for p in folder.glob("date=*/part-0.parquet"))
-    return date.fromisoformat(days[-1]) if days else None
+    days = validated_example_days(spec.dataset, settings)
+    return days[-1] if days else None
 
 
 def window_days(spec: ModelSpec, window_end: date) -> list[date]:
@@ -66,22 +59,13 @@ def window_days(spec: ModelSpec, window_end: date) -> list[date]:
 
 
 def missing_days(spec: ModelSpec, window_end: date, settings: Settings) -> list[date]:
-    """Days of the window without validated flights (cheap: file checks only)."""
-    return [
-        d
-        for d in window_days(spec, window_end)
-        if not partition_path(settings.validated_dir, _main_table(spec), d).exists()
-    ]
+    """Days of the window whose main table is not validated (cheap: file checks only)."""
+    return [d for d in window_days(spec, window_end) if not validated_examples(spec.dataset, d, settings).exists()]
 
 
 def latest_complete_window_end(spec: ModelSpec, until: date, settings: Settings) -> date | None:
-    """The latest day ``<= until`` whose whole window has validated flights (None if there is none)."""
-    folder = settings.validated_dir / _main_table(spec)
-    present = {
-        date.fromisoformat(p.parent.name.removeprefix("date="))
-        for p in folder.glob("date=*/part-0.parquet")
-        if p.parent.name.removeprefix("date=") <= until.isoformat()
-    }
+    """The latest day ``<= until`` whose whole window is validated (None if there is none)."""
+    present = {d for d in validated_example_days(spec.dataset, settings) if d <= until}
     for end in sorted(present, reverse=True):
         if all(d in present for d in window_days(spec, end)):
             return end
@@ -129,7 +113,7 @@ def resolve_window_end(
         if gaps:
             return Skip(
                 f"window {window_days(spec, end)[0]}..{end} is not complete yet: {len(gaps)} day(s) without "
-                f"validated flights (first {gaps[0]}); the run that completes it will train"
+                f"validated {spec.dataset} data (first {gaps[0]}); the run that completes it will train"
             )
         trained_until = _champion_window_end(spec, settings)
         every = spec.training.retrain_every_days
@@ -141,7 +125,9 @@ def resolve_window_end(
         return end
     latest = latest_validated_day(spec, settings)
     if latest is None:
-        raise PipelineError(f"no validated flights under {settings.validated_dir}; land and validate data first")
+        raise PipelineError(
+            f"no validated {spec.dataset} data under {settings.validated_dir}; land and validate data first"
+        )
     return latest
 
 
@@ -167,7 +153,7 @@ def _drift_window_end(spec: ModelSpec, drifted: date, settings: Settings) -> dat
     if trained_until is not None and end <= trained_until:
         return Skip(
             f"drift on {drifted}, but no data newer than the champion's window (ends {trained_until}) can be trained "
-            f"on yet: the window ending {drifted} has {len(gaps)} day(s) without validated flights; land the recent "
+            f"on yet: the window ending {drifted} has {len(gaps)} day(s) without validated data; land the recent "
             f"days (its holdout and at least {MIN_DAY_COVERAGE:.0%} of its days) to retrain"
         )
     log.info("%s: drift on %s; retraining on the latest complete window, ending %s", spec.name, drifted, end)
@@ -283,7 +269,7 @@ def features_day(
 
     settings = settings or get_settings()
     built = build_features(dataset, date.fromisoformat(day), settings=settings).extra
-    online = materialize_day(date.fromisoformat(day), settings=settings)
+    online = materialize_day(dataset, date.fromisoformat(day), settings=settings)
     new_windows: dict[str, dict[str, Any]] = {}
     reasons: dict[str, str] = {}
     for model, events in sorted(announced.items()):

@@ -30,18 +30,17 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.datasets import dataset_spec
+from airflow_mlops.datasets import validated_examples
 from airflow_mlops.features import TIMESTAMP, flight_entities, historical_features
-from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec
+from airflow_mlops.zones import aside
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -185,8 +184,7 @@ class TrainingSet:
 
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        frame_tmp = folder / f".{FRAME_FILE}.{uuid.uuid4().hex}.tmp"
-        meta_tmp = folder / f".{META_FILE}.{uuid.uuid4().hex}.tmp"
+        frame_tmp, meta_tmp = aside(folder / FRAME_FILE), aside(folder / META_FILE)
         try:
             pq.write_table(pa.Table.from_pandas(self.frame, preserve_index=False), frame_tmp, compression="zstd")
             meta_tmp.write_text(json.dumps(self.meta(), indent=2, sort_keys=True), encoding="utf-8")
@@ -358,11 +356,6 @@ def _schedule_feature(flights: pd.DataFrame, name: str, spec: ModelSpec) -> pd.S
     )
 
 
-def _table(spec: ModelSpec) -> str:
-    """The table whose rows are the examples: the dataset's first required table (``flights``)."""
-    return dataset_spec(spec.dataset).main_table
-
-
 def _read_window(
     settings: Settings, spec: ModelSpec, days: Sequence[date]
 ) -> tuple[list[tuple[date, pd.DataFrame]], list[date]]:
@@ -371,7 +364,7 @@ def _read_window(
     present: list[tuple[date, pd.DataFrame]] = []
     missing: list[date] = []
     for day in days:
-        path = partition_path(settings.validated_dir, _table(spec), day)
+        path = validated_examples(spec.dataset, day, settings)
         if not path.exists():
             missing.append(day)
             continue
@@ -383,7 +376,7 @@ def _read_window(
 
 
 def _missing_message(settings: Settings, spec: ModelSpec, missing: Sequence[date], limit: int = 5) -> str:
-    shown = [str(partition_path(settings.validated_dir, _table(spec), day)) for day in missing[:limit]]
+    shown = [str(validated_examples(spec.dataset, day, settings)) for day in missing[:limit]]
     more = f" and {len(missing) - limit} more" if len(missing) > limit else ""
     return ", ".join(shown) + more
 

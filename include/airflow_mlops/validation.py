@@ -1,6 +1,6 @@
 """Validation gate: check one landed partition against its dataset's Great Expectations suites.
 
-:func:`validate_partition` reads each landed table of a day (``ingest.partition_path``), validates it with
+:func:`validate_partition` reads each landed table of a day (``zones.partition_path``), validates it with
 the suite of that table (``airflow_mlops.suites.<dataset>``) in an ephemeral GX context, and returns a
 :class:`ValidationReport`: success, a per-table summary and, for each failed expectation, the table,
 expectation type, column, unexpected count and a few sample values. :meth:`ValidationReport.summary_text`
@@ -23,7 +23,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -31,8 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.datasets import get_datasets
-from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.zones import partition_path, write_text_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -228,17 +227,6 @@ def _validate_table(
     return batch.validate(suite, result_format={"result_format": "BASIC"})
 
 
-def _write_text_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _data_docs_html(result: ExpectationSuiteValidationResult) -> str:
     """The GX Data Docs page of one validation result, rendered by GX's own renderer."""
     from great_expectations.render.renderer import ValidationResultsPageRenderer
@@ -270,7 +258,7 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
     raw: dict[str, Any] = {}
     docs: dict[str, str] = {}
     for table in layout.table_names:
-        path = partition_path(settings.landing_dir, table, day)
+        path = partition_path(settings.landing_dir, dataset, table, day)
         try:
             frame = _read(path)
         except FileNotFoundError:
@@ -288,7 +276,7 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
             continue
         result = _validate_table(context, table, frame, suites[table])
         html_path = out.with_name(f"{table}.html")
-        _write_text_atomic(_data_docs_html(result), html_path)
+        write_text_atomic(_data_docs_html(result), html_path)
         docs[table] = str(html_path)
         table_failures = _failures(table, result)
         failures += table_failures
@@ -313,6 +301,6 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
         docs=docs,
     )
     payload = _strict(json.loads(json.dumps({"report": report.to_dict(), "great_expectations": raw}, default=str)))
-    _write_text_atomic(json.dumps(payload, indent=2, allow_nan=False), out)
+    write_text_atomic(json.dumps(payload, indent=2, allow_nan=False), out)
     log.info("%s", report.summary_text())
     return report

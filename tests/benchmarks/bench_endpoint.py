@@ -146,10 +146,10 @@ def request_pool(settings: Settings, day: date, size: int) -> list[dict[str, Any
     import pandas as pd
     from pydantic import ValidationError
 
-    from airflow_mlops.ingest import partition_path
     from airflow_mlops.serving import Flight, flights_payload
+    from airflow_mlops.zones import partition_path
 
-    frame = pd.read_parquet(partition_path(settings.validated_dir, "flights", day))
+    frame = pd.read_parquet(partition_path(settings.validated_dir, "flights", "flights", day))
     rows = []
     for row in flights_payload(frame)["flights"]:
         try:
@@ -186,7 +186,7 @@ def prepare_state(root: Path) -> State:
     validate_days(settings, source, DAYS)
     for day in DAYS:
         features.build_features("flights", day, settings=settings)
-        features.materialize_day(day, settings=settings)
+        features.materialize_day("flights", day, settings=settings)
     seconds["data"] = time.perf_counter() - mark
     log(f"{len(DAYS)} days validated, built and materialized in {seconds['data']:.0f} s")
 

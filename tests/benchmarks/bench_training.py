@@ -152,7 +152,7 @@ def prepare_window(root: Path, window_days: int) -> Window:
 
     for day in days:
         build_features("flights", day, settings=settings)
-        materialize_day(day, settings=settings)  # the deploy's smoke test looks features up online
+        materialize_day("flights", day, settings=settings)  # the deploy's smoke test looks features up online
 
     models_dir = root / "models"
     models_dir.mkdir()

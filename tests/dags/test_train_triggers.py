@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import PROJECT_ROOT, load_settings
+from airflow_mlops.zones import partition_path
 
 from .conftest import DAGS_DIR, isolated_env
 
@@ -120,7 +120,7 @@ def build_features(dataset, day, settings=None):
     built.extra = {"partition": str(day)}
     return built
 engine_features.build_features = build_features
-engine_features.materialize_day = lambda day, settings=None: {"day": str(day), "views": {}}
+engine_features.materialize_day = lambda dataset, day, settings=None: {"day": str(day), "views": {}}
 from airflow.dag_processing.dagbag import DagBag
 from airflow.models.asset import AssetEvent, AssetModel
 from airflow.utils.db import initdb
@@ -156,7 +156,7 @@ def test_announce_emits_new_window_events_only_when_due(tmp_path: Path) -> None:
     env = isolated_env(tmp_path, MLOPS_MODELS_DIR=str(models))
     validated_dir = load_settings(env).validated_dir
     for day in (date(2013, 1, 1) + timedelta(days=n) for n in range(10)):
-        path = partition_path(validated_dir, "flights", day)
+        path = partition_path(validated_dir, "flights", "flights", day)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()  # the announce decision only checks that the validated partitions exist
     # Jan 6 (its window starts Dec 31), Jan 7 (complete), Jan 8 (too soon), Jan 10 (3 days on), Jan 7 re-run.

@@ -18,8 +18,8 @@ import pytest
 
 from airflow_mlops.airflow_runtime import AirflowServer, get_token
 from airflow_mlops.features import online_features
-from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import load_settings
+from airflow_mlops.zones import partition_path
 
 DAG_ID = "ingest_flights"
 WEEK = [date(2013, 1, day) for day in range(1, 8)]
@@ -94,11 +94,11 @@ def test_backfill_week_then_rerun_one_day(airflow_server: AirflowServer, airflow
     # 2. Seven partitions whose row counts equal the source's.
     expected = _source_counts()
     for day in WEEK:
-        flights = pd.read_parquet(partition_path(settings.landing_dir, "flights", day))
-        weather = pd.read_parquet(partition_path(settings.landing_dir, "weather", day))
+        flights = pd.read_parquet(partition_path(settings.landing_dir, "flights", "flights", day))
+        weather = pd.read_parquet(partition_path(settings.landing_dir, "flights", "weather", day))
         assert (len(flights), len(weather)) == expected[day], day
         assert set(zip(flights.year, flights.month, flights.day, strict=True)) == {(day.year, day.month, day.day)}
-    partitions = sorted(p.name for p in (settings.landing_dir / "flights").iterdir())
+    partitions = sorted(p.name for p in (settings.landing_dir / "flights" / "flights").iterdir())
     assert partitions == [f"date={d.isoformat()}" for d in WEEK]
 
     # 3. Each run emitted the landed asset event with partition and row counts in its extra.
@@ -112,10 +112,10 @@ def test_backfill_week_then_rerun_one_day(airflow_server: AirflowServer, airflow
         assert days == [d.isoformat() for d in WEEK], stage
     for day in WEEK:
         for table in ("flights", "weather"):
-            landed = partition_path(settings.landing_dir, table, day).read_bytes()
-            assert partition_path(settings.validated_dir, table, day).read_bytes() == landed, (table, day)
-    week = pd.concat(pd.read_parquet(partition_path(settings.validated_dir, "flights", d)) for d in WEEK)
-    weather = pd.concat(pd.read_parquet(partition_path(settings.validated_dir, "weather", d)) for d in WEEK)
+            landed = partition_path(settings.landing_dir, "flights", table, day).read_bytes()
+            assert partition_path(settings.validated_dir, "flights", table, day).read_bytes() == landed, (table, day)
+    week = pd.concat(pd.read_parquet(partition_path(settings.validated_dir, "flights", "flights", d)) for d in WEEK)
+    weather = pd.concat(pd.read_parquet(partition_path(settings.validated_dir, "flights", "weather", d)) for d in WEEK)
     ua = week[week.carrier == "UA"]
     jfk_last = weather[weather.origin == "JFK"].sort_values("time_hour").iloc[-1]
     [online] = online_features([{"origin": "JFK", "carrier": "UA", "tailnum": "N14228"}])
@@ -151,6 +151,6 @@ def test_backfill_week_then_rerun_one_day(airflow_server: AirflowServer, airflow
             assert sha == before[name][0], f"{name} changed content on a re-run of the same day"
         else:
             assert (sha, mtime) == before[name], f"{name} was touched by the re-run of another day"
-    flights = pd.read_parquet(partition_path(settings.landing_dir, "flights", rerun_day))
+    flights = pd.read_parquet(partition_path(settings.landing_dir, "flights", "flights", rerun_day))
     assert len(flights) == expected[rerun_day][0]
     assert not flights.duplicated().any()

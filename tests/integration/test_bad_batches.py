@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from airflow_mlops.airflow_runtime import AirflowApi, AirflowServer, day_start
-from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import load_settings
+from airflow_mlops.zones import partition_path
 
 DAG_ID = "ingest_flights"
 GOOD_THEN_BAD = date(2013, 1, 14)
@@ -82,7 +82,7 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
     run_id = _run_id(api, GOOD_THEN_BAD)
     states = api.task_states(DAG_ID, run_id)
     assert states == dict.fromkeys(("land", "validate", "features"), "success")
-    good_validated = partition_path(settings.validated_dir, "flights", GOOD_THEN_BAD).read_bytes()
+    good_validated = partition_path(settings.validated_dir, "flights", "flights", GOOD_THEN_BAD).read_bytes()
     good = _snapshot(settings.validated_dir, settings.features_dir, settings.feast_dir)
     assert good, "the good day wrote nothing to the validated zone, features or online store"
     events_before = {stage: _events(api, stage, GOOD_THEN_BAD) for stage in ("validated", "features")}
@@ -108,10 +108,10 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
         p.name for p in quarantine.iterdir()
     }
     assert "dep_delay" not in pd.read_parquet(quarantine / "flights.parquet").columns
-    assert not partition_path(settings.landing_dir, "flights", GOOD_THEN_BAD).exists()
+    assert not partition_path(settings.landing_dir, "flights", "flights", GOOD_THEN_BAD).exists()
     # Nothing good changed: the published day, the features and the online store are as they were.
     assert _snapshot(settings.validated_dir, settings.features_dir, settings.feast_dir) == good
-    assert partition_path(settings.validated_dir, "flights", GOOD_THEN_BAD).read_bytes() == good_validated
+    assert partition_path(settings.validated_dir, "flights", "flights", GOOD_THEN_BAD).read_bytes() == good_validated
     assert {stage: _events(api, stage, GOOD_THEN_BAD) for stage in events_before} == events_before
 
     # 3. A new day arrives truncated (half a parquet file): it cannot even be read.
@@ -131,7 +131,7 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
     assert "quarantined" in log
     quarantined = settings.quarantine_dir / "flights" / f"date={TRUNCATED.isoformat()}"
     assert (quarantined / "raw" / "flights.parquet").read_bytes() == raw[: len(raw) // 2]
-    assert not partition_path(settings.landing_dir, "flights", TRUNCATED).exists()
+    assert not partition_path(settings.landing_dir, "flights", "flights", TRUNCATED).exists()
     assert _snapshot(settings.validated_dir, settings.features_dir, settings.feast_dir) == good
     assert _events(api, "landed", TRUNCATED) == 0
 
@@ -139,5 +139,5 @@ def test_bad_batches_fail_quarantine_and_change_nothing_good(
     delivered.write_bytes(original)
     _clear(api, run_id)
     assert _wait(api, GOOD_THEN_BAD) == "success"
-    assert partition_path(settings.validated_dir, "flights", GOOD_THEN_BAD).read_bytes() == good_validated
+    assert partition_path(settings.validated_dir, "flights", "flights", GOOD_THEN_BAD).read_bytes() == good_validated
     assert _events(api, "validated", GOOD_THEN_BAD) == 2

@@ -32,8 +32,9 @@ import sqlalchemy
 from airflow_mlops import features
 from airflow_mlops.airflow_runtime import free_port
 from airflow_mlops.embedded_db import ensure_started
-from airflow_mlops.ingest import Nycflights13Source, _write_parquet_atomic, partition_path
+from airflow_mlops.ingest import Nycflights13Source
 from airflow_mlops.settings import Settings, load_settings
+from airflow_mlops.zones import partition_path, write_parquet_atomic
 
 DAYS = [date(2013, 1, 6), date(2013, 1, 7), date(2013, 1, 8)]
 KNOWN = {"origin": "EWR", "carrier": "UA", "tailnum": "N14228"}
@@ -63,7 +64,7 @@ def built_home(root: Path, nyc_cache: Path, env: dict[str, str] | None = None) -
     source = Nycflights13Source(nyc_cache)
     for day in DAYS:
         for table in ("flights", "weather"):
-            _write_parquet_atomic(source.read(table, day), partition_path(settings.validated_dir, table, day))
+            write_parquet_atomic(source.read(table, day), partition_path(settings.validated_dir, "flights", table, day))
         features.build_features("flights", day, settings=settings)
     return settings
 
@@ -153,7 +154,7 @@ def test_feast_cli_apply_and_serve_over_http(tmp_path: Path, nyc_cache: Path) ->
     assert sorted((p.name, p.stat().st_mtime_ns) for p in checkout_state.glob("*")) == checkout_before
 
     for day in DAYS:
-        features.materialize_day(day, settings=settings)
+        features.materialize_day("flights", day, settings=settings)
     expected = features.online_features([KNOWN, UNKNOWN], settings=settings)
 
     port = free_port()
@@ -225,7 +226,7 @@ def test_production_profile_on_postgres_and_redis(
         features.online_features([KNOWN], settings=settings)
 
     for day in DAYS:
-        summary = features.materialize_day(day, settings=settings)
+        summary = features.materialize_day("flights", day, settings=settings)
         assert summary["online_store"] == "redis"
 
     # The registry lives in PostgreSQL, the online rows in Redis under this project.
@@ -238,7 +239,7 @@ def test_production_profile_on_postgres_and_redis(
     before = {key: client.hgetall(key) for key in keys}
 
     known, unknown = features.online_features([KNOWN, UNKNOWN], settings=settings)
-    last = local.features_dir / "carrier_recent" / f"date={DAYS[-1].isoformat()}" / "part-0.parquet"
+    last = local.features_dir / "flights" / "carrier_recent" / f"date={DAYS[-1].isoformat()}" / "part-0.parquet"
     ua = pq.read_table(last).to_pandas().set_index("carrier").loc["UA"]
     assert known["carrier_flights_7d"] == ua["carrier_flights_7d"]
     assert known["carrier_delay_rate_7d"] == pytest.approx(ua["carrier_delay_rate_7d"])
@@ -246,8 +247,8 @@ def test_production_profile_on_postgres_and_redis(
     assert all(value is None for name, value in unknown.items() if name not in UNKNOWN)
 
     # Re-materializing (the last day, then an earlier one) leaves Redis as it was.
-    features.materialize_day(DAYS[-1], settings=settings)
-    features.materialize_day(DAYS[0], settings=settings)
+    features.materialize_day("flights", DAYS[-1], settings=settings)
+    features.materialize_day("flights", DAYS[0], settings=settings)
     assert {key: client.hgetall(key) for key in client.scan_iter(match=b"*" + project.encode())} == before
     client.close()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.airflow_runtime import AirflowApi, AirflowServer
-from airflow_mlops.ingest import partition_path
 from airflow_mlops.settings import PROJECT_ROOT, load_settings
+from airflow_mlops.zones import partition_path
 
 
 def readme_block(name: str) -> str:
@@ -51,7 +51,7 @@ def test_readme_curl_example(airflow_server: AirflowServer, airflow_user: str, a
     assert set(states.values()) == {"success"}
     landing = load_settings().landing_dir
     for day in (8, 9, 10):
-        assert partition_path(landing, "flights", date(2013, 1, day)).exists()
+        assert partition_path(landing, "flights", "flights", date(2013, 1, day)).exists()
 
 
 @pytest.mark.integration
@@ -69,7 +69,7 @@ def test_readme_python_client_example(airflow_server: AirflowServer, airflow_use
     assert re.search(r"backfill \d+ from 2013-01-11", done.stdout), done.stdout
     states = api.wait_for_runs("ingest_flights", date(2013, 1, 11), date(2013, 1, 12), timeout=600)
     assert set(states.values()) == {"success"}
-    assert partition_path(load_settings().landing_dir, "weather", date(2013, 1, 12)).exists()
+    assert partition_path(load_settings().landing_dir, "flights", "weather", date(2013, 1, 12)).exists()
 
 
 @pytest.mark.integration

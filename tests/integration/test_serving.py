@@ -32,13 +32,14 @@ from airflow_mlops.deploy.local import LocalTarget, alive, start_bento_server, s
 from airflow_mlops.deploy.smoke import SmokeTestFailed
 from airflow_mlops.embedded_db import ensure_started
 from airflow_mlops.features import build_features, feature_store, materialize_day, repo_config
-from airflow_mlops.ingest import Nycflights13Source, partition_path
+from airflow_mlops.ingest import Nycflights13Source
 from airflow_mlops.packaging import package
 from airflow_mlops.pipeline import deploy_bento, prepare_training_set, smoke_and_commit
 from airflow_mlops.prediction_log import read_predictions
 from airflow_mlops.serving import MAX_FLIGHTS, flights_payload
 from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, Settings, load_settings
 from airflow_mlops.specs import ModelSpec, load_spec
+from airflow_mlops.zones import partition_path
 from tests.unit.test_features import make_home, validate_days
 from tests.unit.test_training import DAYS, WINDOW_END
 
@@ -96,7 +97,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, nyc_cache_dir: Path) -> Ite
 
         for day in DAYS:
             build_features("flights", day, settings=settings)
-            materialize_day(day, settings=settings)
+            materialize_day("flights", day, settings=settings)
         spec = load_spec(models / f"{MODEL}.yaml")
         outcome = registry.train(MODEL, WINDOW_END, settings=settings)
         assert outcome.promoted, outcome.decision.reasons
@@ -120,7 +121,7 @@ def server(served: Served) -> Iterator[str]:
 
 
 def flights(n: int, day: date = DAY) -> pd.DataFrame:
-    return pd.read_parquet(partition_path(load_settings().validated_dir, "flights", day)).head(n)
+    return pd.read_parquet(partition_path(load_settings().validated_dir, "flights", "flights", day)).head(n)
 
 
 def test_bento_is_recorded_on_the_model_version(served: Served) -> None:
@@ -431,7 +432,7 @@ def _bodies(settings: Settings, days: list[date]) -> list[dict]:
     """``/predict`` bodies of real flights, ``FLIGHTS_PER_REQUEST`` each, from validated days."""
     bodies = []
     for day in days:
-        frame = pd.read_parquet(partition_path(settings.validated_dir, "flights", day))
+        frame = pd.read_parquet(partition_path(settings.validated_dir, "flights", "flights", day))
         for start in range(0, 5 * FLIGHTS_PER_REQUEST, FLIGHTS_PER_REQUEST):
             bodies.append(flights_payload(frame.iloc[start : start + FLIGHTS_PER_REQUEST]))
     return bodies
@@ -504,7 +505,7 @@ def test_predict_answers_while_days_are_materialized(served: Served, server: str
         # The new days once; re-run them while the registry has shown MATERIALIZING for less than the time the
         # server takes to resolve its features again (the registry cache TTL), so that it is sure to see that state.
         while materialized < len(NEW_DAYS) or (materializing and time.monotonic() - materializing[0] < refresh):
-            result = materialize_day(next(days), settings=settings)
+            result = materialize_day("flights", next(days), settings=settings)
             assert all(view["rows"] > 0 for view in result["views"].values()), result
             materialized += 1
         window_end = time.monotonic()

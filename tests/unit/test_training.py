@@ -19,7 +19,7 @@ import pytest
 
 from airflow_mlops.evaluation import predict_proba
 from airflow_mlops.features import build_features
-from airflow_mlops.ingest import Nycflights13Source, partition_path
+from airflow_mlops.ingest import Nycflights13Source
 from airflow_mlops.settings import PROJECT_ROOT, Settings
 from airflow_mlops.specs import ModelSpec, load_spec
 from airflow_mlops.training import (
@@ -30,6 +30,7 @@ from airflow_mlops.training import (
     build_training_set,
     fit,
 )
+from airflow_mlops.zones import partition_path
 from tests.unit.test_features import make_home, validate_days
 
 if TYPE_CHECKING:
@@ -88,7 +89,8 @@ def window(tmp_path_factory: pytest.TempPathFactory, nyc_cache_dir: Path) -> Win
 def test_every_validated_flight_is_one_row_and_the_holdout_is_the_last_days(window: Window, nyc: NycTables) -> None:
     ts, settings = window.training_set, window.settings
     validated = pd.concat(
-        [pd.read_parquet(partition_path(settings.validated_dir, "flights", day)) for day in DAYS], ignore_index=True
+        [pd.read_parquet(partition_path(settings.validated_dir, "flights", "flights", day)) for day in DAYS],
+        ignore_index=True,
     )
     assert len(ts.frame) == len(validated) == sum(len(nyc.day("flights", d)) for d in DAYS)
     assert ts.frame["row_id"].is_unique
@@ -156,7 +158,7 @@ def test_missing_days_are_listed_and_a_window_without_data_is_an_error(window: W
 
     with pytest.raises(TrainingError, match=r"holdout of the window 2013-01-07\.\.2013-01-20 has no validated") as err:
         build_training_set(spec, date(2013, 1, 20), settings=settings)
-    assert str(partition_path(settings.validated_dir, "flights", date(2013, 1, 17))) in str(err.value)
+    assert str(partition_path(settings.validated_dir, "flights", "flights", date(2013, 1, 17))) in str(err.value)
     with pytest.raises(TrainingError, match="no validated flights partition in the window") as err:
         build_training_set(spec, date(2013, 6, 30), settings=settings)
     assert "date=2013-06-17" in str(err.value)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops import pipeline
-from airflow_mlops.ingest import partition_path
 from airflow_mlops.monitoring import MonitorResult, _drifted
 from airflow_mlops.pipeline import (
     Skip,
@@ -19,6 +18,7 @@ from airflow_mlops.pipeline import (
 )
 from airflow_mlops.settings import PROJECT_ROOT, Settings, load_settings
 from airflow_mlops.specs import ModelSpec, load_spec
+from airflow_mlops.zones import partition_path
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def validated(settings: Settings, first: date, last: date) -> None:
     """Mark the days first..last as validated (the window checks only look at the partition files)."""
     day = first
     while day <= last:
-        path = partition_path(settings.validated_dir, "flights", day)
+        path = partition_path(settings.validated_dir, "flights", "flights", day)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
         day += timedelta(days=1)
@@ -66,7 +66,7 @@ def test_drift_retrains_on_the_most_recent_trainable_window(
     early = [{"status": "drift", "window_end": "2013-01-03"}]  # 3 of 10 days, no complete window
     assert isinstance(resolve_window_end(spec, None, early, settings), Skip)
     # A holdout day missing makes the drifted day's window untrainable as well.
-    partition_path(settings.validated_dir, "flights", date(2013, 7, 6)).unlink()
+    partition_path(settings.validated_dir, "flights", "flights", date(2013, 7, 6)).unlink()
     assert resolve_window_end(spec, None, drift, settings) == date(2013, 3, 31)
     # ... and when that complete window is the champion's own, retraining would only repeat the champion.
     monkeypatch.setattr(pipeline, "_champion_window_end", lambda spec, settings: date(2013, 3, 31))

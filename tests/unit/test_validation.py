@@ -17,9 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_mlops.ingest import FileSource, land_partition, partition_path
+from airflow_mlops.ingest import FileSource, land_partition
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.validation import Failure, ValidationError, ValidationReport, validate_partition
+from airflow_mlops.zones import partition_path
 
 from .conftest import NycTables
 
@@ -34,7 +35,7 @@ def settings() -> Settings:
 def land(settings: Settings, day: date, flights: pd.DataFrame, weather: pd.DataFrame) -> None:
     """Put both tables straight into the landing zone, as ``land_partition`` would."""
     for table, frame in (("flights", flights), ("weather", weather)):
-        path = partition_path(settings.landing_dir, table, day)
+        path = partition_path(settings.landing_dir, "flights", table, day)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
 
@@ -178,7 +179,7 @@ def test_empty_table_fails(settings: Settings, nyc: NycTables) -> None:
 
 def test_unreadable_file_fails_with_a_clear_message(settings: Settings, nyc: NycTables) -> None:
     land(settings, DAY, nyc.day("flights", DAY), nyc.day("weather", DAY))
-    path = partition_path(settings.landing_dir, "flights", DAY)
+    path = partition_path(settings.landing_dir, "flights", "flights", DAY)
     path.write_bytes(path.read_bytes()[:200])  # truncated
 
     report = validate_partition("flights", DAY, settings=settings)

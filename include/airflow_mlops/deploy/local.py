@@ -32,6 +32,7 @@ import httpx
 from airflow_mlops.deploy.base import Bento, DeployError, Deployment
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec
+from airflow_mlops.zones import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,7 @@ def read_state(settings: Settings, model: str) -> dict[str, Any]:
 
 def write_state(settings: Settings, model: str, state: dict[str, Any]) -> None:
     """Replace the state file atomically (the router never reads half a file)."""
-    path = state_file(settings, model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    aside = path.with_suffix(f".{os.getpid()}.tmp")
-    aside.write_text(json.dumps(state, indent=2))
-    os.replace(aside, path)
+    write_text_atomic(json.dumps(state, indent=2), state_file(settings, model))
 
 
 def alive(pid: int | None) -> bool:

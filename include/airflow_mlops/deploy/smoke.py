@@ -58,7 +58,7 @@ def holdout_flights(
     """``rows`` validated flights of the holdout of the training set saved in ``training_set_dir`` (spread evenly)."""
     import pandas as pd
 
-    from airflow_mlops.ingest import partition_path
+    from airflow_mlops.datasets import validated_examples
     from airflow_mlops.training import HOLDOUT, PARTITION, ROW_ID, ROW_ID_DAY_FACTOR, SPLIT, TrainingSet
 
     settings = settings or get_settings()
@@ -70,7 +70,7 @@ def holdout_flights(
     chosen = holdout.iloc[::step].head(rows)
     frames = []
     for day, group in chosen.groupby(PARTITION):
-        flights = pd.read_parquet(partition_path(settings.validated_dir, "flights", date.fromisoformat(str(day))))
+        flights = pd.read_parquet(validated_examples(spec.dataset, date.fromisoformat(str(day)), settings))
         positions = (group[ROW_ID] % ROW_ID_DAY_FACTOR).to_numpy()
         frames.append(flights.iloc[positions])
     return pd.concat(frames, ignore_index=True)
