@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from airflow_mlops.config_files import ConfigError, load_model_folder
 from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.user_code import is_dotted_path
 from airflow_mlops.zones import partition_days, partition_path
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -39,6 +40,45 @@ class TableSpec(_Strict):
     description: str = ""
 
 
+class FeaturesSpec(_Strict):
+    """How a dataset's feature tables are computed: the user's function and what it reads and returns."""
+
+    function: str = Field(
+        description="module:function called with the day's validated tables (airflow_mlops.features.FeatureInputs); "
+        "modules are found in the datasets folder first"
+    )
+    tables: tuple[str, ...] = Field(min_length=1, description="the feature tables it returns, one Feast view each")
+    lookback_days: dict[str, int] = Field(
+        default_factory=dict,
+        description="table -> N: the function also receives that table over the N validated days before the day",
+    )
+
+    @field_validator("function")
+    @classmethod
+    def _function(cls, value: str) -> str:
+        if not is_dotted_path(value):
+            raise ValueError(f"{value!r} is not a dotted path module:function (for example my_features:compute)")
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not re.match(_NAME, name)]
+        if bad:
+            raise ValueError(f"feature table names must match {_NAME}: {', '.join(bad)}")
+        if len(set(value)) != len(value):
+            raise ValueError("a feature table is listed twice")
+        return value
+
+    @field_validator("lookback_days")
+    @classmethod
+    def _lookback(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {table: days for table, days in value.items() if not 0 <= days <= 366}
+        if bad:
+            raise ValueError(f"lookback days must be 0..366: {bad}")
+        return value
+
+
 class DatasetSpec(_Strict):
     """A dataset's declaration: its tables, calendar, default source and ingest schedule."""
 
@@ -49,13 +89,15 @@ class DatasetSpec(_Strict):
     partition: str = Field(default="daily", pattern="^daily$", description="one partition per day (only daily)")
     source: str = Field(
         min_length=1,
-        description="where days come from unless MLOPS_SOURCE_<NAME> says otherwise: a built-in replay name, "
-        "or a folder or s3:// prefix of date=YYYY-MM-DD/<table>.csv|parquet",
+        description="where days come from unless MLOPS_SOURCE_<NAME> says otherwise: a folder or s3:// prefix of "
+        "date=YYYY-MM-DD/<table>.csv|parquet, or a replay loader by dotted path module:Class (called with the "
+        "cache folder)",
     )
     schedule: str = Field(default="@daily", description="the ingest DAG's schedule: a cron preset or expression")
     start_date: date = Field(description="first day the ingest DAG covers")
     end_date: date | None = Field(default=None, description="last day it covers (none: open-ended)")
     max_active_runs: int = Field(default=8, ge=1, le=64, description="days the ingest DAG runs side by side")
+    features: FeaturesSpec | None = Field(default=None, description="the feature function and its tables")
 
     @field_validator("tables")
     @classmethod
@@ -88,6 +130,13 @@ class DatasetSpec(_Strict):
     def _dates(self) -> DatasetSpec:
         if self.end_date is not None and self.end_date < self.start_date:
             raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
+        return self
+
+    @model_validator(mode="after")
+    def _lookback_tables(self) -> DatasetSpec:
+        unknown = sorted(set(self.features.lookback_days) - set(self.tables)) if self.features else []
+        if unknown:
+            raise ValueError(f"features.lookback_days names table(s) the dataset does not have: {', '.join(unknown)}")
         return self
 
     @property

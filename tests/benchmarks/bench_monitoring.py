@@ -166,8 +166,9 @@ class DriftData:
 
 def prepare_data(root: Path) -> DriftData:
     """A fresh home holding the reference window and the current month (validated days + feature tables)."""
+    from nyc_flights import Nycflights13Source
+
     from airflow_mlops.features import build_features
-    from airflow_mlops.ingest import Nycflights13Source
     from airflow_mlops.specs import load_spec
     from airflow_mlops.training import PARTITION, SPLIT, TRAIN, build_training_set, model_input
     from tests.unit.test_features import make_home, validate_days

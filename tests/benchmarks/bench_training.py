@@ -134,8 +134,9 @@ class Window:
 
 def prepare_window(root: Path, window_days: int) -> Window:
     """A fresh ``MLOPS_HOME`` under ``root`` holding ``window_days`` validated days and their feature tables."""
+    from nyc_flights import Nycflights13Source
+
     from airflow_mlops.features import build_features
-    from airflow_mlops.ingest import Nycflights13Source
     from airflow_mlops.specs import load_spec
     from tests.unit.test_features import make_home, validate_days
 

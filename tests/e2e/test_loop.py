@@ -31,6 +31,7 @@ import httpx
 import pytest
 import yaml
 from mlflow import MlflowClient
+from nyc_flights import Nycflights13Source
 
 from airflow_mlops.airflow_runtime import (
     ADMIN_USER,
@@ -43,7 +44,7 @@ from airflow_mlops.airflow_runtime import (
     stop_airflow,
 )
 from airflow_mlops.deploy.local import stop as stop_endpoint
-from airflow_mlops.ingest import Nycflights13Source, days
+from airflow_mlops.ingest import days
 from airflow_mlops.monitoring import reports_dir
 from airflow_mlops.replay import replay
 from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, Settings, load_settings

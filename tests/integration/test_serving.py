@@ -23,6 +23,7 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+from nyc_flights import Nycflights13Source
 
 from airflow_mlops import registry
 from airflow_mlops.airflow_runtime import free_port
@@ -32,7 +33,6 @@ from airflow_mlops.deploy.local import LocalTarget, alive, start_bento_server, s
 from airflow_mlops.deploy.smoke import SmokeTestFailed
 from airflow_mlops.embedded_db import ensure_started
 from airflow_mlops.features import build_features, feature_store, materialize_day, repo_config
-from airflow_mlops.ingest import Nycflights13Source
 from airflow_mlops.packaging import package
 from airflow_mlops.pipeline import deploy_bento, prepare_training_set, smoke_and_commit
 from airflow_mlops.prediction_log import read_predictions

@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
+from nyc_flights import Nycflights13Source
 from sklearn.metrics import roc_auc_score
 
 from airflow_mlops import registry
-from airflow_mlops.ingest import Nycflights13Source
 from airflow_mlops.mlflow_runtime import MlflowServer, port_in_use, start_mlflow, stop_mlflow
 from airflow_mlops.registry import RegistryError, TrainOutcome
 from airflow_mlops.settings import PROJECT_ROOT, Settings, load_settings

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from airflow_mlops.ingest import Nycflights13Source
+from nyc_flights import Nycflights13Source
 
 #: Prefixes of the variables that would leak the developer's configuration into a test.
 _ISOLATED_PREFIXES = ("MLOPS_", "AWS_")

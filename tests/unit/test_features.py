@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
+from nyc_flights import Nycflights13Source
 
 from airflow_mlops import features, zones
 from airflow_mlops.features import (
@@ -36,7 +38,6 @@ from airflow_mlops.features import (
     materialize_day,
     online_features,
 )
-from airflow_mlops.ingest import Nycflights13Source
 from airflow_mlops.settings import Settings, load_settings
 from airflow_mlops.zones import partition_path, write_parquet_atomic
 from tests.unit.conftest import file_stores
@@ -209,7 +210,7 @@ def test_build_writes_one_partition_per_table_and_a_json_extra(built: Built) -> 
         assert path == built.settings.features_dir / "flights" / table / "date=2013-01-05" / "part-0.parquet"
         assert pq.read_metadata(path).num_rows == extra["rows"][table]
         assert extra["sha256"][table] == sha256(path)
-    assert extra["trailing_days"] == [f"2013-01-0{n}" for n in range(1, 6)]  # the data starts 2013-01-01
+    assert extra["window_days"] == [f"2013-01-0{n}" for n in range(1, 6)]  # the data starts 2013-01-01
     assert extra["served_from"] == "2013-01-06T05:00:00+00:00"
     import json
 
@@ -232,7 +233,7 @@ def test_weather_rows_are_that_days_validated_weather(built: Built, nyc: NycTabl
 def test_carrier_record_matches_a_hand_count_of_days_d_minus_6_to_d(built: Built, nyc: NycTables, carrier: str) -> None:
     day = date(2013, 1, 8)
     window = [day - timedelta(days=n) for n in range(6, -1, -1)]  # 01-02 .. 01-08
-    assert built.results[day].trailing_days == tuple(d.isoformat() for d in window)
+    assert built.results[day].window_days == tuple(d.isoformat() for d in window)
     rows = read_table(built.settings, "carrier_recent", day).set_index("carrier")
     got = rows.loc[carrier]
     expected = hand_carrier_record(nyc, carrier, window)
@@ -258,7 +259,7 @@ def test_every_row_is_stamped_after_the_flights_it_was_computed_from(built: Buil
     for day, result in built.results.items():
         served_from = pd.Timestamp(result.served_from)
         assert served_from == pd.Timestamp(local_midnight_utc(day + timedelta(days=1)))
-        for used in result.trailing_days:
+        for used in result.window_days:
             flights = nyc.day("flights", date.fromisoformat(used))
             departures = pd.to_datetime(flights["time_hour"], utc=True) + pd.to_timedelta(flights["minute"], unit="m")
             assert departures.max() < served_from
@@ -298,7 +299,7 @@ def test_build_reads_only_days_up_to_its_own(tmp_path: Path, nyc_cache_dir: Path
     # A missing day of the window is left out and recorded.
     partition_path(settings.validated_dir, "flights", "flights", date(2013, 2, 2)).unlink()
     result = build_features("flights", day, settings=settings)
-    assert result.trailing_days == ("2013-02-01", "2013-02-03", "2013-02-04")
+    assert result.window_days == ("2013-02-01", "2013-02-03", "2013-02-04")
     ua = read_table(settings, "carrier_recent", day).set_index("carrier").loc["UA"]
     assert ua["carrier_days_7d"] == 3
     expected = hand_carrier_record(nyc, "UA", [date(2013, 2, 1), date(2013, 2, 3)])
@@ -359,7 +360,7 @@ def test_missing_validated_partition_names_the_path_and_the_validate_step(tmp_pa
 
 def test_unknown_dataset_is_rejected(tmp_path: Path) -> None:
     settings = load_settings({"MLOPS_HOME": str(tmp_path / "home")})
-    with pytest.raises(FeatureError, match="no feature tables are defined for dataset 'boats'"):
+    with pytest.raises(FeatureError, match="unknown dataset 'boats'; known: flights"):
         build_features("boats", date(2013, 3, 5), settings=settings)
 
 
@@ -385,7 +386,7 @@ def test_file_source_planes_are_optional(tmp_path: Path, nyc_cache_dir: Path, ny
 
     without = build_features("flights", day, settings=settings)
     assert without.rows["plane_attributes"] == 0
-    assert without.planes_source is None
+    assert without.references == {}
     assert any("planes.parquet or planes.csv" in w for w in without.extra["warnings"])
     assert without.served_from == "2013-06-02T04:00:00+00:00"
 
@@ -404,7 +405,7 @@ def test_file_source_planes_are_optional(tmp_path: Path, nyc_cache_dir: Path, ny
     assert planes.loc["N2", "plane_year"] == 1990
     assert planes.loc["N2", "plane_engine_type"] == "Turbo-jet"
     assert pd.isna(planes.loc["N1", "plane_manufacturer"])  # column absent from the delivery
-    assert with_planes.planes_source == f"{root}/planes.csv"
+    assert with_planes.references == {"planes": f"{root}/planes.csv"}
 
 
 # --- entity frame ---------------------------------------------------------------------------------
@@ -647,3 +648,114 @@ def test_a_join_that_loses_a_row_is_an_error(built: Built, nyc: NycTables, monke
     entities = flight_entities(nyc.day("flights", date(2013, 1, 6)).head(20))
     with pytest.raises(FeatureJoinError, match="20 entity rows returned 19 rows"):
         historical_features(entities, settings=built.settings)
+
+
+# --- the feature contract, on a dataset of its own -----------------------------------------------------
+
+BOATS_CODE = '''
+import pandas as pd
+
+
+def build(inputs):
+    """Trips per port over the day and the two before it, served from the next local midnight."""
+    window = inputs.window["trips"]
+    counts = window.groupby("port").agg(trips_3d=("port", "size"), days=("partition_date", "nunique"))
+    counts = counts.reset_index()
+    counts["event_timestamp"] = inputs.served_from
+    return {"port_busy": counts}
+
+
+def late(inputs):
+    frame = build(inputs)["port_busy"]
+    frame["event_timestamp"] = inputs.served_from + pd.Timedelta(hours=1)
+    return {"port_busy": frame}
+
+
+def naive(inputs):
+    frame = build(inputs)["port_busy"]
+    frame["event_timestamp"] = pd.Timestamp("2024-03-31 12:00")
+    return {"port_busy": frame}
+
+
+def wrong_tables(inputs):
+    return {"harbour": build(inputs)["port_busy"]}
+
+
+def broken(inputs):
+    return 1 / 0
+'''
+
+
+def boats_settings(tmp_path: Path, function: str) -> Settings:
+    """A dataset ``boats`` (one table ``trips``, Paris time) whose feature code lives beside its file."""
+    folder = tmp_path / "datasets"
+    folder.mkdir(exist_ok=True)
+    (folder / "boats_features.py").write_text(BOATS_CODE)
+    declaration = {
+        "name": "boats",
+        "tables": {"trips": {"required": True}},
+        "timezone": "Europe/Paris",
+        "source": str(tmp_path / "deliveries"),
+        "start_date": "2024-03-01",
+        "features": {"function": function, "tables": ["port_busy"], "lookback_days": {"trips": 2}},
+    }
+    (folder / "boats.yaml").write_text(yaml.safe_dump(declaration))
+    return load_settings({"MLOPS_HOME": str(tmp_path / "home"), "MLOPS_DATASETS_DIR": str(folder)})
+
+
+def validate_trips(settings: Settings, day: date, ports: list[str]) -> None:
+    """Put a day of trips straight into the validated zone (boats has no suite: the gate is not under test)."""
+    write_parquet_atomic(pd.DataFrame({"port": ports}), partition_path(settings.validated_dir, "boats", "trips", day))
+
+
+def test_a_dataset_of_its_own_builds_through_the_feature_contract(tmp_path: Path) -> None:
+    """The engine reads the validated days, calls the named function, checks and writes what it returns."""
+    settings = boats_settings(tmp_path, "boats_features:build")
+    trips = {
+        date(2024, 3, 28): ["Brest"],  # outside the window: never read
+        date(2024, 3, 29): ["Brest", "Nantes"],
+        date(2024, 3, 31): ["Brest", "Brest", "Sète"],  # 2024-03-30 was never validated
+        date(2024, 4, 1): ["Nantes"] * 5,  # after the day: never read
+    }
+    for day, ports in trips.items():
+        write_parquet_atomic(
+            pd.DataFrame({"port": ports}), partition_path(settings.validated_dir, "boats", "trips", day)
+        )
+
+    result = build_features("boats", date(2024, 3, 31), settings=settings)
+
+    # Paris moves to summer time that night: the next local midnight is 22:00 UTC, not 23:00.
+    assert result.served_from == "2024-03-31T22:00:00+00:00"
+    assert result.window_days == ("2024-03-29", "2024-03-31")
+    written = pd.read_parquet(feature_partition(settings, "boats", "port_busy", date(2024, 3, 31)))
+    assert {row.port: (row.trips_3d, row.days) for row in written.itertuples()} == {
+        "Brest": (3, 2),
+        "Nantes": (1, 1),
+        "Sète": (1, 1),
+    }
+    assert str(written["event_timestamp"].dtype) == "datetime64[us, UTC]"
+    assert not (settings.features_dir / "flights").exists()  # another dataset's folders are not touched
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        ("boats_features:late", r"port_busy has rows stamped up to 2024-03-31T23:00:00\+00:00, after the end"),
+        ("boats_features:naive", r"port_busy.event_timestamp must be timezone-aware"),
+        ("boats_features:wrong_tables", r"returned tables \['harbour'\].*missing: port_busy.*not declared: harbour"),
+        ("boats_features:broken", r"boats_features:broken failed: ZeroDivisionError"),
+        ("boats_features:absent", r"'boats_features' has no attribute 'absent'"),
+    ],
+)
+def test_a_feature_function_that_breaks_the_contract_writes_nothing(
+    tmp_path: Path, function: str, message: str
+) -> None:
+    settings = boats_settings(tmp_path, function)
+    day = date(2024, 3, 31)
+    write_parquet_atomic(
+        pd.DataFrame({"port": ["Brest"]}), partition_path(settings.validated_dir, "boats", "trips", day)
+    )
+    with pytest.raises(FeatureError, match=message) as error:
+        build_features("boats", day, settings=settings)
+    assert "boats" in str(error.value)
+    assert not settings.features_dir.exists()

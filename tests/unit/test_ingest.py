@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from nyc_flights import Nycflights13Source
 
 from airflow_mlops.gate import BatchRejected
 from airflow_mlops.ingest import (
@@ -27,7 +28,6 @@ from airflow_mlops.ingest import (
     FileSource,
     IngestError,
     LandingResult,
-    Nycflights13Source,
     SourceError,
     UnreadableFileError,
     days,
@@ -201,10 +201,14 @@ def test_unknown_dataset_is_rejected(settings: Settings, nyc_source: Nycflights1
 
 
 def test_make_source_picks_the_replay_or_files(settings: Settings) -> None:
-    """``nycflights13`` means the replay (cached under MLOPS_HOME); anything else is a file root."""
-    replay = make_source("nycflights13", settings)
+    """``module:Class`` is a replay loader of the project (given the cache folder); anything else is a file root."""
+    replay = make_source("nyc_flights:Nycflights13Source", settings)
     assert isinstance(replay, Nycflights13Source)
     assert replay.cache_dir == settings.cache_dir / "nycflights13"
+    with pytest.raises(SourceError, match=r"source nyc_flights:NoSuchLoader: .* has no attribute 'NoSuchLoader'"):
+        make_source("nyc_flights:NoSuchLoader", settings)
+    with pytest.raises(SourceError, match=r"no module 'no_such_module'"):
+        make_source("no_such_module:Loader", settings)
 
     files = make_source("s3://deliveries/flights/", settings)
     assert isinstance(files, FileSource)

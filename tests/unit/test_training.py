@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pytest
+from nyc_flights import Nycflights13Source
 
 from airflow_mlops.evaluation import predict_proba
 from airflow_mlops.features import build_features
-from airflow_mlops.ingest import Nycflights13Source
 from airflow_mlops.settings import PROJECT_ROOT, Settings
 from airflow_mlops.specs import ModelSpec, load_spec
 from airflow_mlops.training import (
