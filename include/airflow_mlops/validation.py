@@ -1,7 +1,8 @@
 """Validation gate: check one landed partition against its dataset's Great Expectations suites.
 
 :func:`validate_partition` reads each landed table of a day (``zones.partition_path``), validates it with
-the suite of that table (``airflow_mlops.suites.<dataset>``) in an ephemeral GX context, and returns a
+the suite of that table (``<datasets>/suites/<dataset>/<table>.yaml``, GX's own expectation types and
+arguments as data: :func:`load_suite`) in an ephemeral GX context, and returns a
 :class:`ValidationReport`: success, a per-table summary and, for each failed expectation, the table,
 expectation type, column, unexpected count and a few sample values. :meth:`ValidationReport.summary_text`
 is what a failing task prints.
@@ -19,7 +20,6 @@ quarantining are :mod:`airflow_mlops.gate`'s.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -120,19 +120,96 @@ class ValidationReport:
         return asdict(self)
 
 
-def build_suites(dataset: str, day: date) -> dict[str, ExpectationSuite]:
-    """The suites of ``dataset`` for ``day`` from ``airflow_mlops.suites.<dataset>``, keyed by table."""
-    name = f"airflow_mlops.suites.{dataset}"
+class SuiteError(ValidationError):
+    """A suite file does not load; the message names the file, the item and the reason."""
+
+
+#: Placeholders a suite may use for the day being validated.
+PARTITION_VALUES = {
+    "$partition.year": lambda day: day.year,
+    "$partition.month": lambda day: day.month,
+    "$partition.day": lambda day: day.day,
+    "$partition.date": lambda day: day.isoformat(),
+}
+
+_suite_cache: dict[Path, tuple[tuple[int, int], list[tuple[str, dict[str, Any]]]]] = {}
+
+
+def suite_path(settings: Settings, dataset: str, table: str) -> Path:
+    """The suite file of one table: ``<datasets>/suites/<dataset>/<table>.yaml``."""
+    return settings.datasets_dir / "suites" / dataset / f"{table}.yaml"
+
+
+def _suite_items(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The ``(type, kwargs)`` items of a suite file, parsed once per version of the file."""
+    import yaml
+
     try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        raise ValidationError(
-            f"no expectation suite for dataset {dataset!r}: add include/airflow_mlops/suites/{dataset}.py"
-        ) from None
-    suites: dict[str, ExpectationSuite] = module.build_suites(day)
-    return suites
+        stat = path.stat()
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: no such suite file (one per table of the dataset)") from None
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    hit = _suite_cache.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("expectations"), list):
+        raise SuiteError(f"{path}: expected a mapping with an `expectations:` list")
+    unknown = sorted(set(raw) - {"expectations", "definitions", "description"})
+    if unknown:
+        raise SuiteError(f"{path}: unknown top-level key(s) {', '.join(unknown)} (expectations, definitions)")
+    items = []
+    for index, item in enumerate(raw["expectations"]):
+        if not (isinstance(item, dict) and len(item) == 1):
+            raise SuiteError(f"{path}, expectations[{index}]: one `expectation_type: {{arguments}}` per item")
+        ((kind, kwargs),) = item.items()
+        if not isinstance(kwargs, dict):
+            raise SuiteError(f"{path}, expectations[{index}] ({kind}): its arguments must be a mapping")
+        items.append((str(kind), kwargs))
+    _suite_cache[path] = (stamp, items)
+    return items
+
+
+def _for_day(value: Any, day: date) -> Any:
+    """``value`` with every ``$partition.*`` placeholder replaced by the day's value."""
+    if isinstance(value, str) and value in PARTITION_VALUES:
+        return PARTITION_VALUES[value](day)
+    if isinstance(value, list):
+        return [_for_day(item, day) for item in value]
+    if isinstance(value, dict):
+        return {key: _for_day(item, day) for key, item in value.items()}
+    return value
+
+
+def load_suite(path: Path, name: str, day: date) -> ExpectationSuite:
+    """The GX suite of a suite file for ``day``: each item becomes GX's own expectation of that type."""
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    expectations = []
+    for index, (kind, kwargs) in enumerate(_suite_items(path)):
+        try:
+            configuration = ExpectationConfiguration(type=kind, kwargs=_for_day(kwargs, day))
+            expectations.append(configuration.to_domain_obj())
+        except Exception as exc:  # unknown type, missing or misspelled argument: GX says which
+            reason = " ".join(str(exc).split())
+            raise SuiteError(f"{path}, expectations[{index}] ({kind}): {type(exc).__name__}: {reason}") from None
+    return gx.ExpectationSuite(name=name, expectations=expectations)
+
+
+def build_suites(dataset: str, day: date, settings: Settings | None = None) -> dict[str, ExpectationSuite]:
+    """The suites of ``dataset`` for ``day``, one per table, from its suite files (:func:`suite_path`)."""
+    settings = settings or get_settings()
+    known = get_datasets(settings)
+    if dataset not in known:
+        raise ValidationError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(known)) or 'none'}")
+    return {
+        table: load_suite(suite_path(settings, dataset, table), f"{dataset}.{table}.{day.isoformat()}", day)
+        for table in known[dataset].table_names
+    }
 
 
 def result_path(settings: Settings, dataset: str, day: date) -> Path:
@@ -247,10 +324,7 @@ def validate_partition(dataset: str, day: date, *, settings: Settings | None = N
     if layout is None:
         raise ValidationError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(known)) or 'none'}")
     context = _context()
-    suites = build_suites(dataset, day)
-    missing = [table for table in layout.table_names if table not in suites]
-    if missing:
-        raise ValidationError(f"suites of {dataset!r} have no suite for table(s): {', '.join(missing)}")
+    suites = build_suites(dataset, day, settings)
 
     out = result_path(settings, dataset, day)
     summaries: list[TableSummary] = []

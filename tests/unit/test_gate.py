@@ -27,19 +27,33 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from airflow_mlops import gate
 from airflow_mlops.cli import main
 from airflow_mlops.gate import BatchRejected, Published
 from airflow_mlops.ingest import LandingResult, UnreadableFileError, land_partition
-from airflow_mlops.settings import Settings, get_settings, load_settings
-from airflow_mlops.suites.flights import FLIGHTS_COLUMNS, FLIGHTS_NOT_NULL, build_suites
-from airflow_mlops.validation import ValidationError
+from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings, load_settings
+from airflow_mlops.validation import ValidationError, build_suites
 from airflow_mlops.zones import partition_path
 
 from .conftest import NycTables
 from .test_ingest import Format, real_day, sha256, snapshot, write_partition
+
+#: The shipped suite of the flights table (include/datasets/suites/flights/flights.yaml), as data.
+FLIGHTS_SUITE = [
+    next(iter(item.items()))
+    for item in yaml.safe_load((PROJECT_ROOT / "include/datasets/suites/flights/flights.yaml").read_text())[
+        "expectations"
+    ]
+]
+FLIGHTS_COLUMNS = [kwargs["column"] for kind, kwargs in FLIGHTS_SUITE if kind == "expect_column_to_exist"]
+FLIGHTS_NEVER_NULL = {
+    kwargs["column"]
+    for kind, kwargs in FLIGHTS_SUITE
+    if kind == "expect_column_values_to_not_be_null" and kwargs.get("mostly", 1.0) >= 1
+}
 
 DAY = date(2013, 3, 5)
 OTHER_DAY = date(2013, 3, 6)
@@ -244,7 +258,7 @@ def _truncated_csv(nyc: NycTables, root: Path) -> list[Expected]:
     return [
         Expected("flights", "expect_column_values_to_not_be_null", column, count=1)
         for column in missing
-        if FLIGHTS_NOT_NULL[column] >= 1  # never null
+        if column in FLIGHTS_NEVER_NULL
     ]
 
 
@@ -357,7 +371,7 @@ def test_good_day_is_published_with_result_and_data_docs(baseline: Baseline, nyc
     report = json.loads((results / "result.json").read_text())
     assert report["report"]["success"] is True and report["report"]["failures"] == []
     assert {t: report["great_expectations"][t]["success"] for t in TABLES} == {"flights": True, "weather": True}
-    suites = build_suites(day)
+    suites = build_suites("flights", day, settings)
     for table in TABLES:
         text = html_text(results / f"{table}.html")
         suite = suites[table]

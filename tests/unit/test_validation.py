@@ -8,6 +8,7 @@ sample values, and that the result JSON of the partition is written.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -18,8 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_mlops.ingest import FileSource, land_partition
-from airflow_mlops.settings import Settings, get_settings
-from airflow_mlops.validation import Failure, ValidationError, ValidationReport, validate_partition
+from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings, load_settings
+from airflow_mlops.validation import (
+    Failure,
+    SuiteError,
+    ValidationError,
+    ValidationReport,
+    build_suites,
+    validate_partition,
+)
 from airflow_mlops.zones import partition_path
 
 from .conftest import NycTables
@@ -196,3 +204,76 @@ def test_unreadable_file_fails_with_a_clear_message(settings: Settings, nyc: Nyc
 def test_unknown_dataset_is_an_error(settings: Settings) -> None:
     with pytest.raises(ValidationError, match="unknown dataset 'boats'"):
         validate_partition("boats", DAY, settings=settings)
+
+
+# --- suites are data ------------------------------------------------------------------------------------
+
+
+def suites_home(tmp_path: Path, flights_suite: str) -> Settings:
+    """A datasets folder with the shipped ``flights.yaml`` and weather suite, and ``flights_suite`` as text."""
+    shipped = PROJECT_ROOT / "include" / "datasets"
+    folder = tmp_path / "datasets"
+    (folder / "suites" / "flights").mkdir(parents=True)
+    shutil.copy(shipped / "flights.yaml", folder / "flights.yaml")
+    shutil.copy(shipped / "suites" / "flights" / "weather.yaml", folder / "suites" / "flights" / "weather.yaml")
+    (folder / "suites" / "flights" / "flights.yaml").write_text(flights_suite)
+    return load_settings({"MLOPS_HOME": str(tmp_path / "home"), "MLOPS_DATASETS_DIR": str(folder)})
+
+
+def test_a_suite_file_maps_one_to_one_onto_gx_expectations(tmp_path: Path, nyc: NycTables) -> None:
+    """Each item is GX's own expectation; ``$partition.*`` become the day's values."""
+    settings = suites_home(
+        tmp_path,
+        "expectations:\n"
+        "  - expect_table_row_count_to_be_between: {min_value: 1}\n"
+        '  - expect_column_values_to_be_in_set: {column: month, value_set: ["$partition.month"]}\n'
+        "  - expect_column_values_to_be_between: {column: dep_delay, min_value: -100, max_value: 60, mostly: 0.5}\n",
+    )
+    suite = build_suites("flights", DAY, settings)["flights"]
+    assert suite.name == "flights.flights.2013-03-05"
+    assert [type(e).__name__ for e in suite.expectations] == [
+        "ExpectTableRowCountToBeBetween",
+        "ExpectColumnValuesToBeInSet",
+        "ExpectColumnValuesToBeBetween",
+    ]
+    assert suite.expectations[1].value_set == [3]
+    assert (suite.expectations[2].max_value, suite.expectations[2].mostly) == (60, 0.5)
+
+    land(settings, DAY, nyc.day("flights", DAY), nyc.day("weather", DAY))
+    flights = nyc.day("flights", DAY)
+    share_late = (flights["dep_delay"] > 60).mean()
+    assert 0 < share_late < 0.5  # the real day: a few late departures, under the suite's `mostly`
+    report = validate_partition("flights", DAY, settings=settings)
+    assert report.success, report.summary_text()
+    assert [t.evaluated for t in report.tables] == [3, 59]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "expectations:\n  - expect_rows_to_be_nice: {}\n",
+            r"expectations\[0\] \(expect_rows_to_be_nice\): .*not found",
+        ),
+        (
+            "expectations:\n  - expect_table_row_count_to_be_between: {min_value: 1}\n"
+            "  - expect_column_values_to_be_between: {colum: dep_delay, max_value: 5}\n",
+            r"expectations\[1\] \(expect_column_values_to_be_between\): ValidationError: .*column field required",
+        ),
+        ("expectations: [expect_column_to_exist]\n", r"expectations\[0\]: one `expectation_type: \{arguments\}`"),
+        ("expectation:\n  - expect_column_to_exist: {column: year}\n", r"expected a mapping with an `expectations:`"),
+        ("expectations: [unclosed\n", r"not valid YAML"),
+    ],
+)
+def test_a_suite_that_does_not_load_names_the_file_and_the_expectation(tmp_path: Path, text: str, message: str) -> None:
+    settings = suites_home(tmp_path, text)
+    with pytest.raises(SuiteError, match=message) as error:
+        build_suites("flights", DAY, settings)
+    assert str(settings.datasets_dir / "suites" / "flights" / "flights.yaml") in str(error.value)
+
+
+def test_a_table_without_a_suite_file_is_named(tmp_path: Path) -> None:
+    settings = suites_home(tmp_path, "expectations: []\n")
+    (settings.datasets_dir / "suites" / "flights" / "weather.yaml").unlink()
+    with pytest.raises(SuiteError, match=r"suites/flights/weather.yaml: no such suite file"):
+        build_suites("flights", DAY, settings)
