@@ -47,7 +47,7 @@ from datetime import datetime
 from airflow.sdk import dag, task
 
 from airflow_mlops import assets
-from airflow_mlops.dag_helpers import dataset_dates, default_args
+from airflow_mlops.dag_helpers import dataset_dates, default_args, wanted
 from airflow_mlops.datasets import DatasetSpec, get_datasets
 from airflow_mlops.specs import load_specs
 
@@ -128,4 +128,5 @@ def build_ingest_dag(spec: DatasetSpec, models: list[str]) -> None:
 
 _models = load_specs().specs.values()
 for _dataset in get_datasets().values():
-    build_ingest_dag(_dataset, sorted(spec.name for spec in _models if spec.dataset == _dataset.name))
+    if wanted(f"ingest_{_dataset.name}"):  # a task run builds only its own DAG
+        build_ingest_dag(_dataset, sorted(spec.name for spec in _models if spec.dataset == _dataset.name))

@@ -23,7 +23,7 @@ from __future__ import annotations
 from airflow.sdk import dag, task
 
 from airflow_mlops import assets
-from airflow_mlops.dag_helpers import dataset_dates, default_args
+from airflow_mlops.dag_helpers import dataset_dates, default_args, wanted
 from airflow_mlops.specs import ModelSpec, load_specs
 
 
@@ -69,4 +69,5 @@ def build_monitor_dag(spec: ModelSpec) -> None:
 
 
 for _spec in load_specs().specs.values():
-    build_monitor_dag(_spec)
+    if wanted(f"monitor_{_spec.name}"):  # a task run builds only its own DAG
+        build_monitor_dag(_spec)

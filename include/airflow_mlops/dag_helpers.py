@@ -40,3 +40,16 @@ def dataset_dates(dataset: str) -> tuple[datetime, datetime | None]:
     start = _midnight(spec.start_date)
     assert start is not None
     return start, _midnight(spec.end_date)
+
+
+def wanted(dag_id: str) -> bool:
+    """Whether this parse needs the DAG ``dag_id``.
+
+    The DAG processor parses a file for all its DAGs; a task run parses it again only for the DAG of its task
+    (Airflow's ``get_parsing_context()``), so a file that generates one DAG per spec or dataset builds just that
+    one there instead of all of them.
+    """
+    from airflow.sdk import get_parsing_context
+
+    requested = get_parsing_context().dag_id
+    return requested is None or requested == dag_id
