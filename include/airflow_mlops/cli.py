@@ -360,24 +360,26 @@ def _wait_backfill(api: Any, dag_id: str, start: date, end: date) -> dict[str, s
     return states
 
 
-def _show_features(settings: Any, day: date) -> None:
-    """Print an online lookup of ``flight_delay_v1`` for the first flight of ``day`` (what serving will see)."""
+def _show_features(settings: Any, model: str, day: date) -> None:
+    """Print the online lookup of the model's feature service for the first example of ``day`` (what serving sees)."""
     import pandas as pd
 
     from airflow_mlops.datasets import validated_examples
     from airflow_mlops.features import FeatureError, online_features
+    from airflow_mlops.pipeline import model_spec
 
-    path = validated_examples("flights", day, settings)
+    spec = model_spec(model, settings)
+    path = validated_examples(spec.dataset, day, settings)
     if not path.exists():
         return
-    flight = pd.read_parquet(path, columns=["origin", "carrier", "tailnum"]).dropna().iloc[0].to_dict()
+    entity = pd.read_parquet(path, columns=list(spec.entity_keys)).dropna().iloc[0].to_dict()
     try:
-        [row] = online_features([flight])
+        [row] = online_features([entity], service=spec.feature_service, settings=settings)
     except FeatureError as exc:
         console.print(f"[yellow]Online features not available yet:[/] {exc}")
         return
-    shown = {key: row[key] for key in ("temp", "wind_speed", "carrier_delay_rate_7d", "plane_seats") if key in row}
-    console.print(f"Features       flight_delay_v1 for {flight}: {shown}")
+    shown = {key: value for key, value in row.items() if key not in entity}
+    console.print(f"Features       {spec.feature_service} for {entity}: {dict(list(shown.items())[:4])}")
     console.print(f"Feature tables {settings.features_dir}  (see feature_repo/README.md for lookups over HTTP)")
 
 
@@ -453,7 +455,7 @@ def demo(
         if first is None:
             raise click.ClickException(f"no champion after training; see {server.url}/dags/{train_dag}/runs")
         console.print(_champion_text(model))
-        _show_features(settings, end)
+        _show_features(settings, model, end)
         _show_predictions(model, end)
 
         step(f"4/6 Summer: {summer_start} .. {replay_end} lands; the week from {replay_start} is live traffic")

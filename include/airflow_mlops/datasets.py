@@ -33,11 +33,44 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Column types a dataset file may declare, and the Python type a request field of that type gets.
+COLUMN_TYPES = ("int", "float", "string", "bool", "timestamp")
+
+
+class ColumnSpec(_Strict):
+    """One declared column: its type, and whether it is only known after the example's event time."""
+
+    type: str = Field(description=f"one of {', '.join(COLUMN_TYPES)}")
+    after_event: bool = Field(
+        default=False, description="only known after the event (an outcome): never a feature, may feed a label"
+    )
+    description: str = ""
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if value not in COLUMN_TYPES:
+            raise ValueError(f"{value!r} is not a column type ({', '.join(COLUMN_TYPES)})")
+        return value
+
+
 class TableSpec(_Strict):
     """One raw table of a dataset, delivered as ``<table>.csv`` or ``<table>.parquet`` for each day."""
 
     required: bool = Field(default=False, description="a day without any row of this table does not land")
     description: str = ""
+    columns: dict[str, ColumnSpec] = Field(
+        default_factory=dict,
+        description="declared columns and their types (the event time, keys, request fields, outcomes); "
+        "a bare type stands for {type: <type>}",
+    )
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _bare_types(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {name: {"type": spec} if isinstance(spec, str) else spec for name, spec in value.items()}
+        return value
 
 
 class FeaturesSpec(_Strict):
@@ -97,6 +130,11 @@ class DatasetSpec(_Strict):
     start_date: date = Field(description="first day the ingest DAG covers")
     end_date: date | None = Field(default=None, description="last day it covers (none: open-ended)")
     max_active_runs: int = Field(default=8, ge=1, le=64, description="days the ingest DAG runs side by side")
+    event_time: str | None = Field(
+        default=None,
+        description="the main table's timestamp column saying when each example happens (UTC if no offset): "
+        "feature lookups are point-in-time at this instant; calendar features derive from it in `timezone`",
+    )
     features: FeaturesSpec | None = Field(default=None, description="the feature function and its tables")
 
     @field_validator("tables")
@@ -131,6 +169,23 @@ class DatasetSpec(_Strict):
         if self.end_date is not None and self.end_date < self.start_date:
             raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
         return self
+
+    @model_validator(mode="after")
+    def _event_time(self) -> DatasetSpec:
+        if self.event_time is None:
+            return self
+        declared = self.tables[self.main_table].columns.get(self.event_time)
+        if declared is None or declared.type != "timestamp":
+            raise ValueError(
+                f"event_time {self.event_time!r} must be declared as a timestamp column of the main table "
+                f"{self.main_table!r} (tables.{self.main_table}.columns.{self.event_time}: timestamp)"
+            )
+        return self
+
+    @property
+    def after_event(self) -> tuple[str, ...]:
+        """Columns of the main table only known after the event (never features)."""
+        return tuple(name for name, col in self.tables[self.main_table].columns.items() if col.after_event)
 
     @model_validator(mode="after")
     def _lookback_tables(self) -> DatasetSpec:

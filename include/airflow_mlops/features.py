@@ -68,11 +68,9 @@ PRODUCTION_VARIABLES = ("MLOPS_FEAST_REGISTRY_URL", "MLOPS_FEAST_REDIS_URL")
 #: Optional: overrides the Feast project name of the production profile (isolates test runs).
 PROJECT_VARIABLE = "MLOPS_FEAST_PROJECT"
 
-DEFAULT_SERVICE = "flight_delay_v1"
 #: Tag on every applied feature service: digest of the definitions and source paths it was applied from.
 FINGERPRINT_TAG = "airflow_mlops/fingerprint"
 
-ENTITY_COLUMNS = ("origin", "carrier", "tailnum")
 TIMESTAMP = "event_timestamp"
 #: How feature timestamps are stored: DuckDB/ibis know microsecond timestamps; nanosecond ones come back untyped.
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
@@ -761,25 +759,25 @@ def _service_views(store: FeatureStore, service: FeatureService) -> list[Any]:
     ]
 
 
-def flight_entities(flights: pd.DataFrame) -> pd.DataFrame:
-    """The entity frame of a flights frame: ``row_id, origin, carrier, tailnum, event_timestamp``.
+def entity_frame(examples: pd.DataFrame, keys: Sequence[str], event_time: str) -> pd.DataFrame:
+    """The entity frame of ``examples``: ``row_id``, the entity ``keys``, ``event_timestamp``.
 
-    ``event_timestamp`` is the scheduled departure in UTC (``time_hour`` + ``minute``); ``row_id`` is the
-    frame's own ``row_id`` column if it has one, else ``0..n-1`` in row order. A missing ``tailnum`` is None.
+    ``event_timestamp`` is the examples' ``event_time`` column in UTC (a value without an offset is UTC), the
+    instant of every point-in-time lookup; ``row_id`` is the frame's own ``row_id`` column if it has one, else
+    ``0..n-1`` in row order. A missing key is None (its features come back missing, never an error).
     """
     import pandas as pd
 
-    missing = [c for c in ("origin", "carrier", "tailnum", "time_hour", "minute") if c not in flights.columns]
+    missing = [c for c in (*keys, event_time) if c not in examples.columns]
     if missing:
-        raise FeatureJoinError(f"flights frame lacks {', '.join(missing)} (needed for the entity frame)")
-    source = flights.reset_index(drop=True)
+        raise FeatureJoinError(f"the examples lack {', '.join(missing)} (needed for the entity frame)")
+    source = examples.reset_index(drop=True)
     frame = pd.DataFrame(
         {"row_id": source["row_id"] if "row_id" in source.columns else pd.RangeIndex(len(source))}
     ).astype({"row_id": "int64"})
-    for key in ENTITY_COLUMNS:
+    for key in keys:
         frame[key] = source[key].astype(object).where(source[key].notna(), None)
-    departure = pd.to_datetime(source["time_hour"], utc=True) + pd.to_timedelta(source["minute"], unit="m")
-    frame[TIMESTAMP] = departure.astype(TIMESTAMP_DTYPE)
+    frame[TIMESTAMP] = pd.to_datetime(source[event_time], utc=True).astype(TIMESTAMP_DTYPE)
     return frame
 
 
@@ -799,13 +797,13 @@ def _require_built(settings: Settings, views: Sequence[Any]) -> None:
 def historical_features(
     entity_df: pd.DataFrame,
     *,
-    service: str = DEFAULT_SERVICE,
+    service: str,
     settings: Settings | None = None,
 ) -> pd.DataFrame:
     """Point-in-time join of ``entity_df`` with the features of ``service`` (Feast, DuckDB offline store).
 
-    ``entity_df`` needs ``row_id`` (unique), the join keys (``origin``, ``carrier``, ``tailnum``) and
-    ``event_timestamp`` (the prediction time, UTC); other columns pass through. Each feature comes from the
+    ``entity_df`` needs ``row_id`` (unique), the join keys of the service's views and ``event_timestamp``
+    (the prediction time, UTC; :func:`entity_frame`); other columns pass through. Each feature comes from the
     latest row at or before ``event_timestamp`` within its view's TTL, else it is null. The result is sorted
     by ``row_id`` and has exactly the rows of ``entity_df``: :class:`FeatureJoinError` otherwise.
     """
@@ -815,7 +813,7 @@ def historical_features(
     frame = entity_df.copy()
     missing = [c for c in ("row_id", TIMESTAMP) if c not in frame.columns]
     if missing:
-        raise FeatureJoinError(f"entity frame lacks {', '.join(missing)}; build it with flight_entities(flights)")
+        raise FeatureJoinError(f"entity frame lacks {', '.join(missing)}; build it with entity_frame(...)")
     if frame["row_id"].isna().any() or frame["row_id"].duplicated().any():
         raise FeatureJoinError("entity frame: row_id must be unique and not null (it is how rows are matched back)")
     timestamps = pd.to_datetime(frame[TIMESTAMP], utc=True)
@@ -899,7 +897,7 @@ def _resolve(store: FeatureStore, name: str, *, fresh: bool = False) -> _Resolve
 def online_features(
     rows: list[dict[str, Any]],
     *,
-    service: str = DEFAULT_SERVICE,
+    service: str,
     settings: Settings | None = None,
 ) -> list[dict[str, Any]]:
     """Online lookup: for each row (its join keys), the row's keys plus the latest features of ``service``.

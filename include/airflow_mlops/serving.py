@@ -177,7 +177,7 @@ class Predictor:
     """A fitted pipeline of one registered version, with the spec's feature lookup and decision threshold."""
 
     def __init__(self, spec: ModelSpec, model: Any, version: int, *, settings: Settings | None = None) -> None:
-        from airflow_mlops.training import model_columns
+        from airflow_mlops.training import event_time, model_columns
 
         self.spec = spec
         self.model = model
@@ -185,14 +185,15 @@ class Predictor:
         self.settings = settings or get_settings()
         self.numeric, self.categorical = model_columns(model)
         self.threshold = spec.training.decision_threshold
+        self.event_time = event_time(spec, self.settings)[0]
 
     def lookup(self, flights: pd.DataFrame) -> pd.DataFrame:
         """The spec's Feast feature service for each flight, from the online store (None when unknown)."""
         import pandas as pd
 
-        from airflow_mlops.features import flight_entities, online_features
+        from airflow_mlops.features import entity_frame, online_features
 
-        entities = flight_entities(flights).to_dict("records")
+        entities = entity_frame(flights, self.spec.entity_keys, self.event_time).to_dict("records")
         rows = online_features(entities, service=self.spec.feature_service, settings=self.settings)
         keys = set(self.spec.entity_keys)
         return pd.DataFrame([{k: v for k, v in row.items() if k not in keys} for row in rows], index=flights.index)

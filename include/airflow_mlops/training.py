@@ -1,16 +1,18 @@
 """Training: the point-in-time training set of a model spec, and the fit.
 
-:func:`build_training_set` reads the validated flights of the spec's window (``window_days`` days ending on
-``window_end``), builds the entity frame (:func:`airflow_mlops.features.flight_entities`), joins the features of
-the spec's Feast feature service point-in-time (:func:`airflow_mlops.features.historical_features`), adds the
-request-time columns the spec lists (from the schedule itself: ``month``, ``hour``, ``day_of_week``,
-``distance``, ``carrier``, ``origin``, ``dest`` ...) and derives the label with the spec's target rule. The split
-is by time only: the last ``holdout_days`` days of the window are the holdout.
+:func:`build_training_set` reads the validated examples of the spec's window (the dataset's main table,
+``window_days`` days ending on ``window_end``), builds the entity frame at each example's event time (the
+dataset's ``event_time``; :func:`airflow_mlops.features.entity_frame`), joins the features of the spec's Feast
+feature service point-in-time (:func:`airflow_mlops.features.historical_features`), adds the request-time
+features the spec lists (columns known at the event, or calendar features of the event time on the dataset's
+local clock: ``month``, ``hour``, ``day_of_week`` ...; columns declared ``after_event`` are refused) and derives
+the label with the spec's target rule. The split is by time only: the last ``holdout_days`` days of the window
+are the holdout.
 
-Every validated flight of the window becomes one row, identified by a stable ``row_id``
-(``YYYYMMDD * 1_000_000 + position in the day``), so the same flight has the same id in every window. The label
-follows the spec's rule, for which a missing value (a cancelled flight has no ``dep_delay``) is negative; how
-many rows that concerns is recorded as ``rows_without_target``.
+Every validated example of the window becomes one row, identified by a stable ``row_id``
+(``YYYYMMDD * 1_000_000 + position in the day``), so the same example has the same id in every window. The
+label follows the spec's rule, for which a missing value is negative; how many rows that concerns is recorded
+as ``rows_without_target``.
 
 :class:`TrainingSet` is saved as ``training_set.parquet`` + ``training_set.json`` in a folder
 (:meth:`TrainingSet.save`, :meth:`TrainingSet.load`), so Airflow tasks pass a path, never a frame. Its train and
@@ -36,8 +38,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.datasets import validated_examples
-from airflow_mlops.features import TIMESTAMP, flight_entities, historical_features
+from airflow_mlops.datasets import dataset_spec, validated_examples
+from airflow_mlops.features import TIMESTAMP, entity_frame, historical_features
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec
 from airflow_mlops.zones import aside
@@ -65,35 +67,20 @@ META_FILE = "training_set.json"
 #: Categories beyond this many per column are grouped as infrequent (HistGradientBoosting allows < max_bins).
 MAX_CATEGORIES = 250
 
-#: Columns of the flights table that are only known after departure: never usable as features.
-POST_DEPARTURE = {
-    "flights": ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"),
-}
 
-
-def _day_of_week(flights: pd.DataFrame) -> pd.Series:
+def _local(stamps: pd.Series, timezone: str) -> pd.Series:
     import pandas as pd
 
-    local = pd.to_datetime(pd.DataFrame({"year": flights["year"], "month": flights["month"], "day": flights["day"]}))
-    return local.dt.dayofweek.astype("float64")  # Monday = 0
+    return pd.to_datetime(stamps, utc=True).dt.tz_convert(timezone)
 
 
-def _day_of_year(flights: pd.DataFrame) -> pd.Series:
-    import pandas as pd
-
-    local = pd.to_datetime(pd.DataFrame({"year": flights["year"], "month": flights["month"], "day": flights["day"]}))
-    return local.dt.dayofyear.astype("float64")
-
-
-def _minute_of_day(flights: pd.DataFrame) -> pd.Series:
-    return (flights["hour"] * 60 + flights["minute"]).astype("float64")
-
-
-#: Request-time features derived from the schedule (local date and time of the scheduled departure).
-DERIVED_FEATURES: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
-    "day_of_week": _day_of_week,
-    "day_of_year": _day_of_year,
-    "minute_of_day": _minute_of_day,
+#: Calendar features of the event time on the dataset's local clock (``timezone``), available at request time.
+CALENDAR_FEATURES: dict[str, Callable[[pd.Series], pd.Series]] = {
+    "month": lambda local: local.dt.month.astype("float64"),
+    "hour": lambda local: local.dt.hour.astype("float64"),
+    "day_of_week": lambda local: local.dt.dayofweek.astype("float64"),  # Monday = 0
+    "day_of_year": lambda local: local.dt.dayofyear.astype("float64"),
+    "minute_of_day": lambda local: (local.dt.hour * 60 + local.dt.minute).astype("float64"),
 }
 
 
@@ -283,7 +270,7 @@ def serving_input(
     """
     import pandas as pd
 
-    features: dict[str, pd.Series] = {name: _schedule_feature(flights, name, spec) for name in spec.features}
+    features: dict[str, pd.Series] = {name: _request_feature(flights, name, spec) for name in spec.features}
     for name in served.columns:
         features.setdefault(name, served[name])
     return model_input(pd.DataFrame(features, index=flights.index), numeric, categorical)
@@ -338,21 +325,36 @@ def _validation_summary(settings: Settings, dataset: str, days: Sequence[date]) 
     }
 
 
-def _schedule_feature(flights: pd.DataFrame, name: str, spec: ModelSpec) -> pd.Series:
+def event_time(spec: ModelSpec, settings: Settings | None = None) -> tuple[str, str]:
+    """The dataset's event-time column and time zone; a dataset without one cannot be trained on."""
+    dataset = dataset_spec(spec.dataset, settings)
+    if dataset.event_time is None:
+        raise TrainingError(
+            f"{spec.name}: dataset {spec.dataset!r} declares no event_time (the timestamp column of "
+            f"{dataset.main_table!r} saying when each example happens); add it to {spec.dataset}.yaml"
+        )
+    return dataset.event_time, dataset.timezone
+
+
+def _request_feature(examples: pd.DataFrame, name: str, spec: ModelSpec, settings: Settings | None = None) -> pd.Series:
+    """A request-time feature of ``examples``: a calendar feature of the event time, or a column known by then."""
+    dataset = dataset_spec(spec.dataset, settings)
     if name == spec.target.column:
         raise TrainingError(f"{spec.name}: feature {name!r} is the target column ({spec.target.rule}); remove it")
-    if name in POST_DEPARTURE.get(spec.dataset, ()):
+    if name in dataset.after_event:
         raise TrainingError(
-            f"{spec.name}: feature {name!r} is only known after departure (leaks the outcome); "
-            f"request-time features are schedule columns or one of {', '.join(sorted(DERIVED_FEATURES))}"
+            f"{spec.name}: feature {name!r} is only known after the event (after_event in {spec.dataset}.yaml: it "
+            f"leaks the outcome); request-time features are columns known by then or one of "
+            f"{', '.join(sorted(CALENDAR_FEATURES))}"
         )
-    if name in DERIVED_FEATURES:
-        return DERIVED_FEATURES[name](flights)
-    if name in flights.columns:
-        return flights[name]
+    if name in CALENDAR_FEATURES:
+        column, timezone = event_time(spec, settings)
+        return CALENDAR_FEATURES[name](_local(examples[column], timezone))
+    if name in examples.columns:
+        return examples[name]
     raise TrainingError(
-        f"{spec.name}: feature {name!r} is neither a column of the validated {spec.dataset} table nor a derived "
-        f"feature ({', '.join(sorted(DERIVED_FEATURES))})"
+        f"{spec.name}: feature {name!r} is neither a column of the validated {spec.dataset} examples nor a calendar "
+        f"feature of the event time ({', '.join(sorted(CALENDAR_FEATURES))})"
     )
 
 
@@ -443,9 +445,9 @@ def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings 
             f"{spec.name}: the target rule {spec.target.rule!r} needs column {spec.target.column!r}, which the "
             f"validated {spec.dataset} table lacks"
         )
-    schedule = {name: _schedule_feature(flights, name, spec) for name in spec.features}  # refuse bad names early
+    schedule = {name: _request_feature(flights, name, spec, settings) for name in spec.features}  # bad names first
 
-    entities = flight_entities(flights)
+    entities = entity_frame(flights, spec.entity_keys, event_time(spec, settings)[0])
     joined = historical_features(entities, service=spec.feature_service, settings=settings)
     if not np.array_equal(joined[ROW_ID].to_numpy(), flights[ROW_ID].to_numpy()):
         raise TrainingError(f"{spec.name}: the feature join returned rows out of order")  # sorted by row_id

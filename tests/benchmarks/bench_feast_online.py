@@ -239,7 +239,7 @@ def library_reader(settings: Any) -> Callable[[], Any]:
     from airflow_mlops.features import online_features
 
     def read() -> Any:
-        return online_features([dict(ROW)], settings=settings)
+        return online_features([dict(ROW)], service="flight_delay_v1", settings=settings)
 
     assert read()[0]["plane_seats"] == 149
     return read

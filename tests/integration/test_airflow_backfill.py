@@ -118,7 +118,7 @@ def test_backfill_week_then_rerun_one_day(airflow_server: AirflowServer, airflow
     weather = pd.concat(pd.read_parquet(partition_path(settings.validated_dir, "flights", "weather", d)) for d in WEEK)
     ua = week[week.carrier == "UA"]
     jfk_last = weather[weather.origin == "JFK"].sort_values("time_hour").iloc[-1]
-    [online] = online_features([{"origin": "JFK", "carrier": "UA", "tailnum": "N14228"}])
+    [online] = online_features([{"origin": "JFK", "carrier": "UA", "tailnum": "N14228"}], service="flight_delay_v1")
     # The carrier's record served after the week is computed from exactly these seven days...
     assert online["carrier_flights_7d"] == len(ua)
     assert online["carrier_delay_rate_7d"] == pytest.approx((ua.dep_delay >= 15).sum() / ua.dep_delay.notna().sum())

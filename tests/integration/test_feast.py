@@ -155,7 +155,7 @@ def test_feast_cli_apply_and_serve_over_http(tmp_path: Path, nyc_cache: Path) ->
 
     for day in DAYS:
         features.materialize_day("flights", day, settings=settings)
-    expected = features.online_features([KNOWN, UNKNOWN], settings=settings)
+    expected = features.online_features([KNOWN, UNKNOWN], settings=settings, service="flight_delay_v1")
 
     port = free_port()
     proc = start_server(settings, yaml_path, port, tmp_path / "feast-serve.log", env)
@@ -223,7 +223,7 @@ def test_production_profile_on_postgres_and_redis(
     config = features.repo_config(settings)
     assert (config.project, config.online_store.type, config.registry.registry_type) == (project, "redis", "sql")
     with pytest.raises(features.NotMaterializedError):
-        features.online_features([KNOWN], settings=settings)
+        features.online_features([KNOWN], settings=settings, service="flight_delay_v1")
 
     for day in DAYS:
         summary = features.materialize_day("flights", day, settings=settings)
@@ -238,7 +238,7 @@ def test_production_profile_on_postgres_and_redis(
     assert len(keys) > 3000  # 3 airports, ~15 carriers, 3322 planes
     before = {key: client.hgetall(key) for key in keys}
 
-    known, unknown = features.online_features([KNOWN, UNKNOWN], settings=settings)
+    known, unknown = features.online_features([KNOWN, UNKNOWN], settings=settings, service="flight_delay_v1")
     last = local.features_dir / "flights" / "carrier_recent" / f"date={DAYS[-1].isoformat()}" / "part-0.parquet"
     ua = pq.read_table(last).to_pandas().set_index("carrier").loc["UA"]
     assert known["carrier_flights_7d"] == ua["carrier_flights_7d"]
@@ -253,10 +253,12 @@ def test_production_profile_on_postgres_and_redis(
     client.close()
 
     # Point-in-time retrieval works the same with the SQL registry.
-    entities = features.flight_entities(
-        Nycflights13Source(nyc_cache).read("flights", DAYS[-1]).head(200).assign(row_id=lambda f: f.index)
+    entities = features.entity_frame(
+        Nycflights13Source(nyc_cache).read("flights", DAYS[-1]).head(200).assign(row_id=lambda f: f.index),
+        ("origin", "carrier", "tailnum"),
+        "time_hour",
     )
-    joined = features.historical_features(entities, settings=settings)
+    joined = features.historical_features(entities, settings=settings, service="flight_delay_v1")
     assert joined["row_id"].tolist() == list(range(200))
     assert joined["carrier_flights_7d"].notna().all()
     assert json.dumps(summary)  # JSON-able

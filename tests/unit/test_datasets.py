@@ -19,8 +19,9 @@ def write(folder: Path, name: str, **changes: object) -> Path:
     """A copy of the shipped ``flights.yaml`` as ``<folder>/<name>.yaml`` with ``changes`` applied."""
     raw = yaml.safe_load(SHIPPED.read_text())
     raw["name"] = name
-    if "tables" in changes:  # the shipped feature function reads the shipped tables
+    if "tables" in changes:  # the shipped event time and feature function belong to the shipped tables
         raw.pop("features")
+        raw.pop("event_time")
     raw.update(changes)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
@@ -101,3 +102,43 @@ def test_settings_find_datasets_in_their_folder_and_sources_can_be_overridden(tm
     # An edited file is read again (the DAG processor and long-lived workers see the change).
     write(folder, "orders", tables={"orders": {"required": True}}, source="s3://bucket/orders", max_active_runs=2)
     assert dataset_spec("orders", settings).max_active_runs == 2
+
+
+def test_columns_event_time_and_features_are_checked(tmp_path: Path) -> None:
+    """Declared columns have known types, the event time is a timestamp of the main table, features name
+    a module:function and only tables the dataset has."""
+    folder = tmp_path / "datasets"
+    trips = {"required": True, "columns": {"started": "timestamp", "port": "string", "fare": {"type": "float"}}}
+    good = write(folder, "boats", tables={"trips": trips}, event_time="started")
+    typo = write(folder, "typo", tables={"trips": {**trips, "columns": {"started": "datetime"}}})
+    wrong = write(folder, "wrong", tables={"trips": trips}, event_time="port")
+    code = write(
+        folder,
+        "code",
+        tables={"trips": trips},
+        features={"function": "boats/features.py", "tables": ["port_busy"], "lookback_days": {"orders": 3}},
+    )
+
+    result = load_datasets(folder)
+    assert sorted(result.datasets) == ["boats"]
+    boats = result.datasets["boats"]
+    assert boats.event_time == "started" and boats.tables["trips"].columns["port"].type == "string"
+    assert boats.after_event == ()
+    errors = {(e.path.name, e.field): e.reason for e in result.errors}
+    assert (
+        "'datetime' is not a column type (int, float, string, bool, timestamp)"
+        in errors[typo.name, "tables.trips.columns.started.type"]
+    )
+    assert (
+        "event_time 'port' must be declared as a timestamp column of the main table 'trips'"
+        in errors[wrong.name, "<root>"]
+    )
+    assert "is not a dotted path module:function" in errors[code.name, "features.function"]
+    assert good.exists()
+
+
+def test_the_shipped_flights_declare_their_outcomes_after_the_event() -> None:
+    flights = load_datasets(SHIPPED.parent).datasets["flights"]
+    assert flights.event_time == "time_hour"
+    assert set(flights.after_event) == {"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"}
+    assert flights.features is not None and flights.features.lookback_days == {"flights": 6}

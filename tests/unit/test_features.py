@@ -32,8 +32,8 @@ from airflow_mlops.features import (
     NotMaterializedError,
     build_features,
     ensure_applied,
+    entity_frame,
     feature_partition,
-    flight_entities,
     historical_features,
     materialize_day,
     online_features,
@@ -82,6 +82,11 @@ def sha256(path: Path) -> str:
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
     """Every file under ``folder`` (hidden ones included) -> (sha256, mtime in ns)."""
     return {str(p.relative_to(folder)): (sha256(p), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def flight_entity_frame(flights: pd.DataFrame) -> pd.DataFrame:
+    """The entity frame of the flight_delay spec: its keys, at each flight's event time (``time_hour``)."""
+    return entity_frame(flights, ("origin", "carrier", "tailnum"), "time_hour")
 
 
 def make_home(root: Path, nyc_cache_dir: Path, env: dict[str, str] | None = None) -> Settings:
@@ -411,19 +416,19 @@ def test_file_source_planes_are_optional(tmp_path: Path, nyc_cache_dir: Path, ny
 # --- entity frame ---------------------------------------------------------------------------------
 
 
-def test_flight_entities_use_the_scheduled_departure_in_utc(nyc: NycTables) -> None:
+def test_the_entity_frame_is_at_the_event_time_in_utc(nyc: NycTables) -> None:
     flights = nyc.day("flights", date(2013, 1, 1))
-    entities = flight_entities(flights)
+    entities = flight_entity_frame(flights)
     assert list(entities.columns) == ["row_id", "origin", "carrier", "tailnum", "event_timestamp"]
     assert entities["row_id"].tolist() == list(range(len(flights)))
-    first = entities.iloc[0]  # UA 1545 EWR, scheduled 05:15 New York time
+    first = entities.iloc[0]  # UA 1545 EWR, scheduled 05:15 New York time: its hour is 10:00 UTC
     assert (first["origin"], first["carrier"], first["tailnum"]) == ("EWR", "UA", "N14228")
-    assert first["event_timestamp"] == pd.Timestamp("2013-01-01T10:15:00Z")
+    assert first["event_timestamp"] == pd.Timestamp("2013-01-01T10:00:00Z")
     cancelled = nyc.day("flights", date(2013, 1, 2))  # two flights without a tail number
     missing = cancelled["tailnum"].isna().to_numpy()
     assert missing.sum() == 2
-    assert flight_entities(cancelled).loc[missing, "tailnum"].map(lambda v: v is None).all()
-    with_ids = flight_entities(flights.assign(row_id=flights.index + 1000))
+    assert flight_entity_frame(cancelled).loc[missing, "tailnum"].map(lambda v: v is None).all()
+    with_ids = flight_entity_frame(flights.assign(row_id=flights.index + 1000))
     assert with_ids["row_id"].iloc[0] == 1000
 
 
@@ -472,10 +477,12 @@ def test_lookups_before_anything_is_built_or_materialized_are_clear_errors(tmp_p
     with pytest.raises(FeaturesNotBuiltError, match="build_features"):
         materialize_day("flights", date(2013, 1, 1), settings=settings)
     with pytest.raises(NotMaterializedError, match="materialize_day"):
-        online_features([{"origin": "EWR", "carrier": "UA", "tailnum": "N14228"}], settings=settings)
-    entities = flight_entities(nyc.day("flights", date(2013, 1, 1)).head(3))
+        online_features(
+            [{"origin": "EWR", "carrier": "UA", "tailnum": "N14228"}], settings=settings, service="flight_delay_v1"
+        )
+    entities = flight_entity_frame(nyc.day("flights", date(2013, 1, 1)).head(3))
     with pytest.raises(FeaturesNotBuiltError, match="build_features"):
-        historical_features(entities, settings=settings)
+        historical_features(entities, settings=settings, service="flight_delay_v1")
 
 
 def test_online_lookup_gives_the_latest_values_and_none_for_unknown_entities(materialized: Built) -> None:
@@ -493,6 +500,7 @@ def test_online_lookup_gives_the_latest_values_and_none_for_unknown_entities(mat
             {"origin": "JFK", "carrier": "B6", "tailnum": None},
         ],
         settings=settings,
+        service="flight_delay_v1",
     )
     assert (known["origin"], known["carrier"], known["tailnum"]) == ("EWR", "UA", "N14228")
     for column in WEATHER:
@@ -506,9 +514,9 @@ def test_online_lookup_gives_the_latest_values_and_none_for_unknown_entities(mat
     assert no_tail["tailnum"] is None
     assert all(no_tail[c] is None for c in PLANE)
     assert no_tail["carrier_flights_7d"] is not None
-    assert online_features([], settings=settings) == []
+    assert online_features([], settings=settings, service="flight_delay_v1") == []
     with pytest.raises(FeatureError, match="lacks tailnum"):
-        online_features([{"origin": "EWR", "carrier": "UA"}], settings=settings)
+        online_features([{"origin": "EWR", "carrier": "UA"}], settings=settings, service="flight_delay_v1")
 
 
 def test_materialize_is_idempotent_in_any_order(materialized: Built) -> None:
@@ -583,13 +591,13 @@ def _reference_join(settings: Settings, entities: pd.DataFrame) -> pd.DataFrame:
 def test_historical_features_are_point_in_time_and_keep_every_row(built: Built, nyc: NycTables) -> None:
     settings = built.settings
     flights = pd.concat([nyc.day("flights", d) for d in DAYS[5:]], ignore_index=True)
-    entities = flight_entities(flights)
+    entities = flight_entity_frame(flights)
     # Rows sharing join keys and timestamp (the file offline store would drop them) and an unknown carrier.
     twins = entities.iloc[::40].assign(row_id=lambda f: f["row_id"] + 1_000_000)
     stranger = entities.iloc[[0]].assign(row_id=2_000_000, carrier="ZZ", origin="XXX", tailnum="N0NE")
     entity_df = pd.concat([entities, twins, stranger], ignore_index=True).sample(frac=1, random_state=7)
 
-    result = historical_features(entity_df, settings=settings)
+    result = historical_features(entity_df, settings=settings, service="flight_delay_v1")
 
     assert result["row_id"].tolist() == sorted(entity_df["row_id"])  # none dropped, none duplicated, sorted
     reference = _reference_join(settings, entity_df)
@@ -621,13 +629,13 @@ def test_historical_features_are_point_in_time_and_keep_every_row(built: Built, 
 
 
 def test_historical_features_refuse_bad_entity_frames(built: Built, nyc: NycTables) -> None:
-    entities = flight_entities(nyc.day("flights", date(2013, 1, 6)).head(5))
+    entities = flight_entity_frame(nyc.day("flights", date(2013, 1, 6)).head(5))
     with pytest.raises(FeatureJoinError, match="row_id"):
-        historical_features(entities.drop(columns="row_id"), settings=built.settings)
+        historical_features(entities.drop(columns="row_id"), settings=built.settings, service="flight_delay_v1")
     with pytest.raises(FeatureJoinError, match="unique"):
-        historical_features(entities.assign(row_id=1), settings=built.settings)
+        historical_features(entities.assign(row_id=1), settings=built.settings, service="flight_delay_v1")
     with pytest.raises(FeatureJoinError, match="join keys tailnum"):
-        historical_features(entities.drop(columns="tailnum"), settings=built.settings)
+        historical_features(entities.drop(columns="tailnum"), settings=built.settings, service="flight_delay_v1")
     with pytest.raises(FeatureError, match="no feature service 'flight_delay_v9'"):
         historical_features(entities, service="flight_delay_v9", settings=built.settings)
 
@@ -645,9 +653,9 @@ def test_a_join_that_loses_a_row_is_an_error(built: Built, nyc: NycTables, monke
             return self.job.to_df().iloc[1:]
 
     monkeypatch.setattr(FeatureStore, "get_historical_features", lambda self, **kw: Lossy(real(self, **kw)))
-    entities = flight_entities(nyc.day("flights", date(2013, 1, 6)).head(20))
+    entities = flight_entity_frame(nyc.day("flights", date(2013, 1, 6)).head(20))
     with pytest.raises(FeatureJoinError, match="20 entity rows returned 19 rows"):
-        historical_features(entities, settings=built.settings)
+        historical_features(entities, settings=built.settings, service="flight_delay_v1")
 
 
 # --- the feature contract, on a dataset of its own -----------------------------------------------------

@@ -170,7 +170,7 @@ def test_missing_days_are_listed_and_a_window_without_data_is_an_error(window: W
 def test_leaky_or_unknown_features_are_refused(window: Window) -> None:
     for features, message in (
         (["hour", "dep_delay"], "target column"),
-        (["hour", "arr_delay"], "only known after departure"),
+        (["hour", "arr_delay"], "only known after the event"),
         (["hour", "weather_tomorrow"], "neither a column"),
     ):
         with pytest.raises(TrainingError, match=message):
