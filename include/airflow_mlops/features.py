@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The declarative Feast repository of the checkout.
+#: The declarative Feast repository of the checkout (its configuration templates; definitions: Settings.feature_repo).
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 LOCAL_YAML = FEATURE_REPO / "feature_store.yaml"
 PRODUCTION_YAML = FEATURE_REPO / "feature_store.production.yaml"
@@ -421,7 +421,7 @@ def repo_config(settings: Settings | None = None) -> RepoConfig:
     production = settings.profile == Profile.PRODUCTION
     raw = _production_config_dict() if production else _local_config_dict(settings)
     config = RepoConfig(**raw)
-    config.repo_path = FEATURE_REPO
+    config.repo_path = settings.feature_repo
     return config
 
 
@@ -432,7 +432,7 @@ def _write_cli_yaml(settings: Settings, raw: dict[str, Any]) -> Path:
     path = settings.feast_dir / CLI_YAML_NAME
     header = (
         "# Written by airflow_mlops.features from feature_repo/feature_store.yaml and MLOPS_HOME; do not edit.\n"
-        f"# Use: feast -c {FEATURE_REPO} -f {path} <command>\n"
+        f"# Use: feast -c {settings.feature_repo} -f {path} <command>\n"
     )
     text = header + yaml.safe_dump(raw, sort_keys=False)
     if path.exists() and path.read_text(encoding="utf-8") == text:
@@ -477,7 +477,7 @@ def feature_store(settings: Settings | None = None) -> FeatureStore:
     if settings.profile != Profile.PRODUCTION:
         settings.feast_dir.mkdir(parents=True, exist_ok=True)
         _write_cli_yaml(settings, _local_config_dict(settings))
-    return FeatureStore(repo_path=str(FEATURE_REPO), config=repo_config(settings))
+    return FeatureStore(repo_path=str(settings.feature_repo), config=repo_config(settings))
 
 
 def _serving_store(settings: Settings) -> FeatureStore:
@@ -492,9 +492,10 @@ def _serving_store(settings: Settings) -> FeatureStore:
     return store
 
 
-def definition_files() -> list[Path]:
-    """The Python files of the feature repository, in the order Feast reads them."""
-    return sorted(p for p in FEATURE_REPO.glob("*.py") if not p.name.startswith("_"))
+def definition_files(settings: Settings | None = None) -> list[Path]:
+    """The Python files of the feature repository (``Settings.feature_repo``), in the order Feast reads them."""
+    folder = (settings or get_settings()).feature_repo
+    return sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
 
 
 def fingerprint(settings: Settings, project: str) -> str:
@@ -502,7 +503,7 @@ def fingerprint(settings: Settings, project: str) -> str:
     from importlib import metadata
 
     digest = hashlib.sha256()
-    for path in definition_files():
+    for path in definition_files(settings):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     for part in (str(settings.features_dir), project, metadata.version("feast")):
         digest.update(part.encode() + b"\0")
@@ -538,7 +539,7 @@ def load_definitions(settings: Settings | None = None) -> list[Any]:
     objects: list[Any] = []
     env = {"MLOPS_HOME": str(settings.home), "MLOPS_DATA_DIR": str(settings.data_dir)}
     with _environment(env):
-        for path in definition_files():
+        for path in definition_files(settings):
             spec = importlib.util.spec_from_file_location(f"_feature_repo_{path.stem}_{uuid.uuid4().hex}", path)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from airflow_mlops.deploy.base import Bento
-from airflow_mlops.features import FEATURE_REPO
+from airflow_mlops.features import FEATURE_REPO, definition_files
 from airflow_mlops.ingest import file_sha256
 from airflow_mlops.registry import ModelVersionRef
 from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings
@@ -113,7 +113,9 @@ def _build_context(root: Path, settings: Settings, spec: ModelSpec, ref: ModelVe
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "data", ".*")
     # The checkout's layout, so the copied package finds feature_repo/ where it looks in a checkout.
     shutil.copytree(Path(airflow_mlops.__file__).parent, context / "include" / "airflow_mlops", ignore=skip)
-    shutil.copytree(FEATURE_REPO, context / "feature_repo", ignore=skip)
+    shutil.copytree(FEATURE_REPO, context / "feature_repo", ignore=skip)  # the configuration templates
+    for definitions in definition_files(settings):  # the project's Feast definitions (MLOPS_FEATURE_REPO)
+        shutil.copy2(definitions, context / "feature_repo" / definitions.name)
     spec_file = settings.models_dir / f"{spec.name}.yaml"
     if not spec_file.is_file():
         raise PackagingError(f"{spec.name} v{ref.version}: spec file {spec_file} not found")

@@ -64,6 +64,8 @@ class Settings:
     source_overrides: dict[str, str] = field(default_factory=dict)
     #: Where the dataset files are (``MLOPS_DATASETS_DIR``).
     datasets_dir: Path = PROJECT_ROOT / "include" / "datasets"
+    #: The Feast repository whose ``*.py`` hold the definitions, one module per dataset (``MLOPS_FEATURE_REPO``).
+    feature_repo: Path = PROJECT_ROOT / "feature_repo"
     #: Database URLs given in the environment, by role (see :data:`DATABASE_VARIABLES`).
     database_overrides: dict[str, str] = field(default_factory=dict)
 
@@ -216,6 +218,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         data_dir=_path(env, "MLOPS_DATA_DIR", home / "data"),
         source_overrides=sources,
         datasets_dir=_path(env, "MLOPS_DATASETS_DIR", PROJECT_ROOT / "include" / "datasets"),
+        feature_repo=_path(env, "MLOPS_FEATURE_REPO", PROJECT_ROOT / "feature_repo"),
         database_overrides=overrides,
     )
 

@@ -20,7 +20,7 @@ holdout digests (sha256 of the model-ready rows) identify the data in MLflow and
 
 :func:`fit` fits a scikit-learn pipeline on the train rows and scores the holdout. Categorical columns are
 ordinal-encoded with unseen categories (and missing values) mapped to NaN, which the tree models treat as
-missing, so a new airport or carrier at serving time is never an error; the HistGradientBoosting model treats
+missing, so a category never seen in training is never an error at serving time; the HistGradientBoosting model treats
 the encoded columns as native categorical features. The model input is :func:`model_input`: numeric columns as
 float64, categorical ones as object with NaN for missing (the same conversion serving must apply).
 """
@@ -58,7 +58,7 @@ TRAIN = "train"
 HOLDOUT = "holdout"
 #: The validated partition (day) a row comes from, ISO date.
 PARTITION = "partition_date"
-#: ``row_id = YYYYMMDD * ROW_ID_DAY_FACTOR + position of the flight in its day``.
+#: ``row_id = YYYYMMDD * ROW_ID_DAY_FACTOR + position of the example in its day``.
 ROW_ID_DAY_FACTOR = 1_000_000
 #: A window must have validated data for at least this share of its days.
 MIN_DAY_COVERAGE = 0.5
@@ -90,7 +90,7 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """A point-in-time training set: one row per validated flight of the window, split by time.
+    """A point-in-time training set: one row per validated example of the window, split by time.
 
     ``frame`` holds ``row_id``, ``event_timestamp`` (scheduled departure, UTC), ``partition_date``, ``split``
     (``train``/``holdout``), the entity keys, the slice columns, the features (``numeric`` then ``categorical``)
@@ -260,20 +260,20 @@ def model_input(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequen
 
 
 def serving_input(
-    spec: ModelSpec, flights: pd.DataFrame, served: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]
+    spec: ModelSpec, examples: pd.DataFrame, served: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]
 ) -> pd.DataFrame:
-    """The model input for request-time ``flights`` and their ``served`` Feast features (online lookup).
+    """The model input for request-time ``examples`` and their ``served`` Feast features (online lookup).
 
-    The same derivation as :func:`build_training_set`: the spec's schedule features from the flights, then the
+    The same derivation as :func:`build_training_set`: the spec's request-time features from the examples, then the
     feature service's columns, converted by :func:`model_input` (a missing value, such as an unknown entity's
     features, becomes NaN).
     """
     import pandas as pd
 
-    features: dict[str, pd.Series] = {name: _request_feature(flights, name, spec) for name in spec.features}
+    features: dict[str, pd.Series] = {name: _request_feature(examples, name, spec) for name in spec.features}
     for name in served.columns:
         features.setdefault(name, served[name])
-    return model_input(pd.DataFrame(features, index=flights.index), numeric, categorical)
+    return model_input(pd.DataFrame(features, index=examples.index), numeric, categorical)
 
 
 def model_columns(model: Any) -> tuple[list[str], list[str]]:
@@ -439,25 +439,25 @@ def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings 
                 **{ROW_ID: np.arange(base, base + len(frame), dtype="int64"), PARTITION: day.isoformat()}
             )
         )
-    flights = pd.concat(parts, ignore_index=True)
-    if spec.target.column not in flights.columns:
+    examples = pd.concat(parts, ignore_index=True)
+    if spec.target.column not in examples.columns:
         raise TrainingError(
             f"{spec.name}: the target rule {spec.target.rule!r} needs column {spec.target.column!r}, which the "
             f"validated {spec.dataset} table lacks"
         )
-    schedule = {name: _request_feature(flights, name, spec, settings) for name in spec.features}  # bad names first
+    schedule = {name: _request_feature(examples, name, spec, settings) for name in spec.features}  # bad names first
 
-    entities = entity_frame(flights, spec.entity_keys, event_time(spec, settings)[0])
+    entities = entity_frame(examples, spec.entity_keys, event_time(spec, settings)[0])
     joined = historical_features(entities, service=spec.feature_service, settings=settings)
-    if not np.array_equal(joined[ROW_ID].to_numpy(), flights[ROW_ID].to_numpy()):
+    if not np.array_equal(joined[ROW_ID].to_numpy(), examples[ROW_ID].to_numpy()):
         raise TrainingError(f"{spec.name}: the feature join returned rows out of order")  # sorted by row_id
     feast_columns = [c for c in joined.columns if c not in entities.columns]
 
-    frame = pd.DataFrame({ROW_ID: flights[ROW_ID], TIMESTAMP: joined[TIMESTAMP], PARTITION: flights[PARTITION]})
-    frame[SPLIT] = np.where(flights[PARTITION] >= holdout_start.isoformat(), HOLDOUT, TRAIN)
+    frame = pd.DataFrame({ROW_ID: examples[ROW_ID], TIMESTAMP: joined[TIMESTAMP], PARTITION: examples[PARTITION]})
+    frame[SPLIT] = np.where(examples[PARTITION] >= holdout_start.isoformat(), HOLDOUT, TRAIN)
     for key in (*spec.entity_keys, *spec.quality.slices):
-        if key not in frame.columns and key in flights.columns:
-            frame[key] = _categorical(flights[key])
+        if key not in frame.columns and key in examples.columns:
+            frame[key] = _categorical(examples[key])
     features: dict[str, pd.Series] = dict(schedule)
     for name in feast_columns:
         if name in features:
@@ -474,7 +474,7 @@ def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings 
         ],
         axis=1,
     )
-    target_values = flights[spec.target.column]
+    target_values = examples[spec.target.column]
     frame[spec.target.name] = spec.target.apply(target_values).astype("int64").to_numpy()
     train_digest, holdout_digest = _digests(frame, numeric, categorical, spec.target.name)
     training_set = TrainingSet(
