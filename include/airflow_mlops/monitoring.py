@@ -195,7 +195,7 @@ def _model_frame(
 
     from airflow_mlops.datasets import validated_examples
     from airflow_mlops.serving import with_local_clock
-    from airflow_mlops.training import serving_input
+    from airflow_mlops.training import PARTITION, TrainingError, labels, serving_input
 
     flights = with_local_clock(logged)
     served = logged[[c for c in logged.columns if c in numeric or c in categorical]]
@@ -203,11 +203,19 @@ def _model_frame(
     frame[PROBABILITY] = logged[PROBABILITY].astype("float64")
     frame["model_version"] = logged["model_version"].astype("int64")
     frame["date"] = flights["date"].to_numpy()
-    truth_paths = [p for d in days if (p := validated_examples(spec.dataset, d, settings)).exists()]
-    if truth_paths:
-        truth = pd.concat([pd.read_parquet(p) for p in truth_paths], ignore_index=True)
+    truth_days = [(d, p) for d in days if (p := validated_examples(spec.dataset, d, settings)).exists()]
+    outcome = None
+    if truth_days:
+        truth = pd.concat(
+            [pd.read_parquet(p).assign(**{PARTITION: d.isoformat()}) for d, p in truth_days], ignore_index=True
+        )
+        try:
+            outcome, _ = labels(spec, truth, settings)
+        except TrainingError as exc:  # a label that looks ahead, whose horizon has not landed yet
+            log.info("%s: outcomes not known yet: %s", spec.name, exc)
+    if outcome is not None:
         truth = with_local_clock(truth.drop(columns=["date"], errors="ignore"))
-        truth[OUTCOME] = spec.target.apply(truth[spec.target.column]).astype("int64")
+        truth[OUTCOME] = outcome.to_numpy()
         keys = ["carrier", "flight", "origin", "time_hour", "sched_dep_time"]
         truth = truth.drop_duplicates(keys)[[*keys, OUTCOME]]
         joined = flights[keys].merge(truth, on=keys, how="left")

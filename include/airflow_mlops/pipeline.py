@@ -63,6 +63,24 @@ def missing_days(spec: ModelSpec, window_end: date, settings: Settings) -> list[
     return [d for d in window_days(spec, window_end) if not validated_examples(spec.dataset, d, settings).exists()]
 
 
+def labelable_end(spec: ModelSpec, day: date) -> date:
+    """The last window end whose labels data up to ``day`` can give: ``day`` minus the label's horizon."""
+    return day - timedelta(days=spec.target.horizon_days)
+
+
+def _unlabeled(spec: ModelSpec, window_end: date, settings: Settings) -> str | None:
+    """Why the window ending on ``window_end`` cannot be labeled yet (its label's horizon), or None."""
+    from airflow_mlops.training import horizon_missing
+
+    missing = horizon_missing(spec, window_end, settings)
+    if not missing:
+        return None
+    return (
+        f"the label looks {spec.target.horizon_days} day(s) ahead of {window_end}: {len(missing)} of those days "
+        f"are not validated yet (first {missing[0]})"
+    )
+
+
 def latest_complete_window_end(spec: ModelSpec, until: date, settings: Settings) -> date | None:
     """The latest day ``<= until`` whose whole window is validated (None if there is none)."""
     present = {d for d in validated_example_days(spec.dataset, settings) if d <= until}
@@ -105,10 +123,13 @@ def resolve_window_end(
             raise PipelineError(f"param window_end={requested!r} is not a date (YYYY-MM-DD)") from None
     drifted = sorted(str(e["window_end"]) for e in events if e.get("status") == "drift" and e.get("window_end"))
     if drifted:
-        return _drift_window_end(spec, date.fromisoformat(drifted[-1]), settings)
+        return _drift_window_end(spec, labelable_end(spec, date.fromisoformat(drifted[-1])), settings)
     partitions = sorted(str(e["partition"]) for e in events if e.get("partition"))
     if partitions:
-        end = date.fromisoformat(partitions[-1])
+        end = labelable_end(spec, date.fromisoformat(partitions[-1]))
+        unlabeled = _unlabeled(spec, end, settings)
+        if unlabeled:
+            return Skip(f"window ending {end} cannot be labeled yet: {unlabeled}")
         gaps = missing_days(spec, end, settings)
         if gaps:
             return Skip(
@@ -128,7 +149,7 @@ def resolve_window_end(
         raise PipelineError(
             f"no validated {spec.dataset} data under {settings.validated_dir}; land and validate data first"
         )
-    return latest
+    return labelable_end(spec, latest)
 
 
 def _drift_window_end(spec: ModelSpec, drifted: date, settings: Settings) -> date | Skip:
@@ -165,7 +186,7 @@ class NewWindow:
     """Whether the day just ingested makes a new training window of a model due (see :func:`new_window_due`)."""
 
     model: str
-    day: date  #: the day ingested, the last day of the window
+    day: date  #: the day ingested (the window ends on it, or its label horizon before it)
     due: bool  #: announce it: emit the ``<model>.new_window`` asset event, which starts ``train_<model>``
     reason: str  #: why (or why not), for the task log
     window_start: date
@@ -210,7 +231,8 @@ def new_window_due(
     model's earlier ``new_window`` events (the DAG reads them from Airflow, so no state of its own is kept).
     The run it starts still applies :func:`resolve_window_end`'s guards (e.g. a newer champion after drift).
     """
-    start = window_days(spec, day)[0]
+    end = labelable_end(spec, day)  # the window whose labels the day completes
+    start = window_days(spec, end)[0]
     earlier = _announced_days(announced)
     previous = max(earlier) if earlier else None
     every = spec.training.retrain_every_days
@@ -226,15 +248,18 @@ def new_window_due(
             f"the last window announced ends {previous}; new data retrains every {every} days "
             f"(next on {previous + timedelta(days=every)} or later; drift and requests retrain sooner)",
         )
-    gaps = missing_days(spec, day, settings)
+    unlabeled = _unlabeled(spec, end, settings)
+    if unlabeled:
+        return decision(False, f"window {start}..{end} cannot be labeled yet: {unlabeled}")
+    gaps = missing_days(spec, end, settings)
     if gaps:
         return decision(
             False,
-            f"window {start}..{day} is not complete yet: {len(gaps)} of its {spec.training.window_days} days "
+            f"window {start}..{end} is not complete yet: {len(gaps)} of its {spec.training.window_days} days "
             f"without validated data (first {gaps[0]})",
         )
     since = f"{(day - previous).days} days after the last one ({previous})" if previous else "the first one"
-    return decision(True, f"window {start}..{day} is complete and new: {since}")
+    return decision(True, f"window {start}..{end} is complete and new: {since}")
 
 
 def announce_new_window(

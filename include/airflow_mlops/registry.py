@@ -411,7 +411,7 @@ def train_and_register(
             "window_days": spec.training.window_days,
             "holdout_days": spec.training.holdout_days,
             "decision_threshold": spec.training.decision_threshold,
-            "target_rule": f"{spec.target.name} = {spec.target.rule}",
+            "target_rule": f"{spec.target.name} = {spec.target.described}",
             "feature_service": training_set.feature_service,
             "features.numeric": ",".join(training_set.numeric),
             "features.categorical": ",".join(training_set.categorical),
@@ -607,8 +607,8 @@ def model_card(
         f"- Window {meta['window_start']} .. {meta['window_end']}; holdout (time-based) from {meta['holdout_start']}",
         f"- Rows: train {meta['rows']['train']}, holdout {meta['rows']['holdout']}; positive rate train "
         f"{_fmt(meta['positive_rate']['train'], 3)}, holdout {_fmt(meta['positive_rate']['holdout'], 3)}",
-        f"- Target: `{spec.target.name}` = `{spec.target.rule}` ({training_set.rows_without_target} rows without "
-        f"`{spec.target.column}` count as negative)",
+        f"- Target: `{spec.target.name}` = `{spec.target.described}` ({training_set.rows_without_target} rows "
+        "without a value to judge count as negative)",
         f"- Missing days: {', '.join(training_set.missing_days) or 'none'}",
         f"- Digests (sha256): train `{training_set.train_digest}`, holdout `{training_set.holdout_digest}`",
     ]

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from airflow_mlops.config_files import ConfigError, ConfigFileError, load_model_file, load_model_folder
 from airflow_mlops.settings import get_settings
+from airflow_mlops.user_code import is_dotted_path
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 _TARGET_RULE = re.compile(r"^\s*(?P<column>[A-Za-z_]\w*)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>-?\d+(\.\d+)?)\s*$")
@@ -40,37 +41,70 @@ class _Strict(BaseModel):
 
 
 class TargetRule(_Strict):
-    """Binary target derived from a column: ``dep_delay >= 15`` means delayed by 15 minutes or more."""
+    """The label: a rule on a column of the example (``dep_delay >= 15``), or a function that may look ahead.
 
-    rule: str = Field(description="'<column> <op> <number>', op one of >=, <=, >, <, ==, !=")
+    ``rule`` thresholds a column of the example's own row. ``function`` (``module:function``, looked up beside
+    the dataset files) is called with the window's examples and the dataset's tables up to ``horizon_days``
+    after the window (:class:`airflow_mlops.training.LabelInputs`), for labels such as "no order in the next 30
+    days"; a training set then waits until those days are validated.
+    """
+
+    rule: str | None = Field(default=None, description="'<column> <op> <number>', op one of >=, <=, >, <, ==, !=")
+    function: str | None = Field(default=None, description="module:function computing the label (may look ahead)")
+    horizon_days: int = Field(default=0, ge=0, le=366, description="days after an example its label looks at")
     name: str = Field(default="label", pattern=_NAME, description="name of the derived label column")
 
     @field_validator("rule")
     @classmethod
-    def _parse(cls, value: str) -> str:
-        if not _TARGET_RULE.match(value):
+    def _parse(cls, value: str | None) -> str | None:
+        if value is not None and not _TARGET_RULE.match(value):
             raise ValueError(
                 f"{value!r} is not a target rule; write '<column> <op> <number>', for example 'dep_delay >= 15'"
             )
-        return value.strip()
+        return value.strip() if value else value
+
+    @field_validator("function")
+    @classmethod
+    def _function(cls, value: str | None) -> str | None:
+        if value is not None and not is_dotted_path(value):
+            raise ValueError(f"{value!r} is not a dotted path module:function (for example my_labels:churned)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TargetRule:
+        if (self.rule is None) == (self.function is None):
+            raise ValueError("give the label either a `rule` or a `function`, not both and not neither")
+        if self.rule is not None and self.horizon_days:
+            raise ValueError("horizon_days is for label functions; a rule reads the example's own row")
+        return self
 
     @property
-    def column(self) -> str:
+    def described(self) -> str:
+        """How the label is derived, for people (model cards, run tags)."""
+        if self.function is not None:
+            ahead = f", looking {self.horizon_days} day(s) ahead" if self.horizon_days else ""
+            return f"{self.function}(...){ahead}"
+        return str(self.rule)
+
+    def _match(self) -> re.Match[str]:
+        if self.rule is None:
+            raise ValueError(f"the label {self.name!r} is computed by {self.function}, not by a rule")
         match = _TARGET_RULE.match(self.rule)
         assert match is not None  # guaranteed by the validator
-        return match["column"]
+        return match
+
+    @property
+    def column(self) -> str | None:
+        """The column a rule reads (None for a label function)."""
+        return self._match()["column"] if self.rule is not None else None
 
     @property
     def op(self) -> str:
-        match = _TARGET_RULE.match(self.rule)
-        assert match is not None
-        return match["op"]
+        return self._match()["op"]
 
     @property
     def threshold(self) -> float:
-        match = _TARGET_RULE.match(self.rule)
-        assert match is not None
-        return float(match["value"])
+        return float(self._match()["value"])
 
     def apply(self, values: Any) -> Any:
         """Apply the rule to a scalar or a pandas Series; missing values (None, NaN, NA) give False."""

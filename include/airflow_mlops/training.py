@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -42,7 +42,8 @@ from airflow_mlops.datasets import dataset_spec, validated_examples
 from airflow_mlops.features import TIMESTAMP, entity_frame, historical_features
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec
-from airflow_mlops.zones import aside
+from airflow_mlops.user_code import load_callable
+from airflow_mlops.zones import aside, partition_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -340,7 +341,7 @@ def _request_feature(examples: pd.DataFrame, name: str, spec: ModelSpec, setting
     """A request-time feature of ``examples``: a calendar feature of the event time, or a column known by then."""
     dataset = dataset_spec(spec.dataset, settings)
     if name == spec.target.column:
-        raise TrainingError(f"{spec.name}: feature {name!r} is the target column ({spec.target.rule}); remove it")
+        raise TrainingError(f"{spec.name}: feature {name!r} is the target column ({spec.target.described}); remove it")
     if name in dataset.after_event:
         raise TrainingError(
             f"{spec.name}: feature {name!r} is only known after the event (after_event in {spec.dataset}.yaml: it "
@@ -356,6 +357,115 @@ def _request_feature(examples: pd.DataFrame, name: str, spec: ModelSpec, setting
         f"{spec.name}: feature {name!r} is neither a column of the validated {spec.dataset} examples nor a calendar "
         f"feature of the event time ({', '.join(sorted(CALENDAR_FEATURES))})"
     )
+
+
+@dataclass(frozen=True)
+class LabelInputs:
+    """What a label function (the spec's ``target.function``) receives: the fixed contract.
+
+    The function is called as ``function(inputs)`` and returns one label per example, in the order of
+    ``inputs.examples`` (a pandas Series or array of booleans or 0/1; no missing value). It may look at later
+    days than an example's own, up to ``horizon_days`` after the window's last day, and never further.
+
+    Attributes:
+        dataset: the dataset's name.
+        examples: the examples to label (the main table's validated rows of the window), with ``row_id`` and
+            ``partition_date`` (ISO date of each row's day).
+        tables: each table of the dataset over the window and the ``horizon_days`` after it (the validated days
+            that exist), each row with its ``partition_date``.
+        horizon_end: the last day the function may read.
+    """
+
+    dataset: str
+    examples: pd.DataFrame
+    tables: Mapping[str, pd.DataFrame]
+    horizon_end: date
+
+
+def horizon_missing(spec: ModelSpec, last_day: date, settings: Settings | None = None) -> list[date]:
+    """The days after ``last_day`` that the spec's label reads and that are not validated yet."""
+    horizon = [last_day + timedelta(days=n) for n in range(1, spec.target.horizon_days + 1)]
+    return [day for day in horizon if not validated_examples(spec.dataset, day, settings).exists()]
+
+
+def _tables_over(settings: Settings, dataset: str, first: date, last: date) -> dict[str, pd.DataFrame]:
+    """Every table of ``dataset`` over the validated days ``first .. last`` that exist, with ``partition_date``."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    tables = {}
+    for table in dataset_spec(dataset, settings).table_names:
+        parts = []
+        for offset in range((last - first).days + 1):
+            day = first + timedelta(days=offset)
+            path = partition_path(settings.validated_dir, dataset, table, day)
+            if path.exists():
+                parts.append(pq.read_table(path).to_pandas().assign(**{PARTITION: day.isoformat()}))
+        tables[table] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({PARTITION: []})
+    return tables
+
+
+def labels(spec: ModelSpec, examples: pd.DataFrame, settings: Settings | None = None) -> tuple[pd.Series, int]:
+    """The spec's label of each example (0/1, in order) and how many examples had no value to judge.
+
+    A rule reads the example's own column, and a missing value is negative (counted). A label function is
+    called with :class:`LabelInputs` over the examples' days and the horizon after them; every day of the
+    horizon must be validated (:func:`horizon_missing`), else :class:`TrainingError` says which.
+    """
+    import numpy as np
+    import pandas as pd
+
+    settings = settings or get_settings()
+    target = spec.target
+    if target.function is None:
+        column = target.column
+        assert column is not None
+        if column not in examples.columns:
+            raise TrainingError(
+                f"{spec.name}: the target rule {target.rule!r} needs column {column!r}, which the validated "
+                f"{spec.dataset} examples lack"
+            )
+        values = target.apply(examples[column]).astype("int64")
+        return pd.Series(values.to_numpy(), index=examples.index), int(examples[column].isna().sum())
+    days = sorted(date.fromisoformat(d) for d in examples[PARTITION].unique())
+    missing = horizon_missing(spec, days[-1], settings)
+    if missing:
+        raise TrainingError(
+            f"{spec.name}: the label looks {target.horizon_days} day(s) ahead of {days[-1]}; "
+            f"{len(missing)} of those days are not validated yet (first {missing[0]})"
+        )
+    horizon_end = days[-1] + timedelta(days=target.horizon_days)
+    try:
+        function = load_callable(target.function, settings.datasets_dir)
+        inputs = LabelInputs(
+            dataset=spec.dataset,
+            examples=examples,
+            tables=_tables_over(settings, spec.dataset, days[0], horizon_end),
+            horizon_end=horizon_end,
+        )
+        raw = function(inputs)
+    except Exception as exc:  # the user's code: name it and the model, keep the cause
+        raise TrainingError(
+            f"{spec.name}: label function {target.function} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    values = pd.Series(np.asarray(raw), index=examples.index) if not isinstance(raw, pd.Series) else raw
+    if len(values) != len(examples):
+        raise TrainingError(
+            f"{spec.name}: label function {target.function} returned {len(values)} labels for {len(examples)} examples"
+        )
+    if values.isna().any():
+        raise TrainingError(
+            f"{spec.name}: label function {target.function} returned {int(values.isna().sum())} missing labels"
+        )
+    try:
+        binary = values.astype("int64")
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(
+            f"{spec.name}: label function {target.function} must return booleans or 0/1: {exc}"
+        ) from exc
+    if not binary.isin([0, 1]).all():
+        raise TrainingError(f"{spec.name}: label function {target.function} must return booleans or 0/1")
+    return pd.Series(binary.to_numpy(), index=examples.index), 0
 
 
 def _read_window(
@@ -440,11 +550,7 @@ def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings 
             )
         )
     examples = pd.concat(parts, ignore_index=True)
-    if spec.target.column not in examples.columns:
-        raise TrainingError(
-            f"{spec.name}: the target rule {spec.target.rule!r} needs column {spec.target.column!r}, which the "
-            f"validated {spec.dataset} table lacks"
-        )
+    label, without_target = labels(spec, examples, settings)  # first: a label that cannot be made stops here
     schedule = {name: _request_feature(examples, name, spec, settings) for name in spec.features}  # bad names first
 
     entities = entity_frame(examples, spec.entity_keys, event_time(spec, settings)[0])
@@ -474,8 +580,7 @@ def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings 
         ],
         axis=1,
     )
-    target_values = examples[spec.target.column]
-    frame[spec.target.name] = spec.target.apply(target_values).astype("int64").to_numpy()
+    frame[spec.target.name] = label.to_numpy()
     train_digest, holdout_digest = _digests(frame, numeric, categorical, spec.target.name)
     training_set = TrainingSet(
         frame=frame,
@@ -483,7 +588,7 @@ def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings 
         dataset=spec.dataset,
         feature_service=spec.feature_service,
         target=spec.target.name,
-        target_rule=spec.target.rule,
+        target_rule=spec.target.described,
         numeric=numeric,
         categorical=categorical,
         window_start=start,
@@ -493,7 +598,7 @@ def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings 
         holdout_digest=holdout_digest,
         days=tuple(d.isoformat() for d, _ in present),
         missing_days=tuple(d.isoformat() for d in missing),
-        rows_without_target=int(target_values.isna().sum()),
+        rows_without_target=without_target,
         validation=_validation_summary(settings, spec.dataset, [d for d, _ in present]),
     )
     log.info("%s: training set %s", spec.name, json.dumps(training_set.summary()))

@@ -73,6 +73,20 @@ def compute(inputs):
     recent = recent.reset_index().astype({"sales_3d": "int64", "return_rate_3d": "float64"})
     recent["event_timestamp"] = inputs.served_from
     return {"shop_recent": recent}
+
+
+def busier_tomorrow(inputs):
+    """A label that looks ahead: the example's shop sells more the next day than on the example's day."""
+    per_day = inputs.tables["sales"].groupby(["shop", "partition_date"]).size()
+    examples = inputs.examples
+    tomorrow = (pd.to_datetime(examples["partition_date"]) + pd.Timedelta(days=1)).dt.strftime("%Y-%m-%d")
+    return pd.Series(
+        [
+            per_day.get((shop, later), 0) > per_day.get((shop, day), 0)
+            for shop, day, later in zip(examples["shop"], examples["partition_date"], tomorrow)
+        ],
+        index=examples.index,
+    )
 '''
 
 FEAST = """
@@ -122,6 +136,14 @@ SPEC = {
 }
 
 
+LOOK_AHEAD = {
+    **SPEC,
+    "name": "busier",
+    "target": {"function": "shops_code:busier_tomorrow", "horizon_days": 1, "name": "busier_tomorrow"},
+    "training": {"window_days": 8, "holdout_days": 2},
+}
+
+
 def sales_of(day: date, rng: np.random.Generator, rows: int = 300) -> pd.DataFrame:
     """One day of sales: the return probability depends on the shop and on the basket."""
     shop = rng.choice(list(SHOPS), size=rows)
@@ -149,6 +171,7 @@ def shops_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (datasets / "shops_code.py").write_text(textwrap.dedent(CODE))
     (repo / "shops.py").write_text(textwrap.dedent(FEAST))
     (models / "returns.yaml").write_text(yaml.safe_dump(SPEC))
+    (models / "busier.yaml").write_text(yaml.safe_dump(LOOK_AHEAD))
     monkeypatch.setenv("MLOPS_DATASETS_DIR", str(datasets))
     monkeypatch.setenv("MLOPS_FEATURE_REPO", str(repo))
     monkeypatch.setenv("MLOPS_MODELS_DIR", str(models))
@@ -199,3 +222,36 @@ def test_a_second_dataset_runs_from_landing_to_online_scores(shops_project: Path
         .size()
     )
     assert predictor.lookup(new)["sales_3d"].tolist() == new["shop"].map(last_three).tolist()  # the last build
+
+
+def test_a_label_that_looks_ahead_waits_for_its_horizon(shops_project: Path) -> None:
+    """``busier_tomorrow`` reads the day after each example: the last day's window waits for the next day."""
+    from airflow_mlops.pipeline import new_window_due, resolve_window_end
+    from airflow_mlops.training import TrainingError, horizon_missing
+
+    settings = get_settings()
+    for day in DAYS:
+        land_partition("shops", day, settings=settings)
+        check_partition("shops", day, settings=settings)
+        build_features("shops", day, settings=settings)
+    spec = load_specs(settings.models_dir).specs["busier"]
+
+    with pytest.raises(TrainingError, match=r"looks 1 day\(s\) ahead of 2024-03-10; 1 of those days are not"):
+        build_training_set(spec, DAYS[-1], settings=settings)
+    assert horizon_missing(spec, DAYS[-1], settings) == [NEXT_DAY]
+    # Ingesting a day completes the labels of the window ending the day before it: that one is announced and
+    # trained, never the window ending on the day itself.
+    due = new_window_due(spec, DAYS[-1], [], settings)
+    assert due.due and due.reason.startswith("window 2024-03-02..2024-03-09 is complete and new"), due.reason
+    assert resolve_window_end(spec, None, [due.event_extra()], settings) == DAYS[-2]
+
+    training_set = build_training_set(spec, DAYS[-2], settings=settings)
+    sales = {
+        day: pd.read_csv(shops_project / f"date={day.isoformat()}" / "sales.csv").groupby("shop").size() for day in DAYS
+    }
+    frame = training_set.frame
+    for day in (DAYS[0], DAYS[-2]):
+        rows = frame[frame["partition_date"] == day.isoformat()]
+        expected = rows["shop"].map(lambda shop, d=day: sales[d + timedelta(days=1)][shop] > sales[d][shop])
+        assert rows["busier_tomorrow"].tolist() == expected.astype(int).tolist()
+    assert training_set.target_rule == "shops_code:busier_tomorrow(...), looking 1 day(s) ahead"

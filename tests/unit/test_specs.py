@@ -296,3 +296,29 @@ def test_specs_are_immutable() -> None:
     spec = load_spec(SHIPPED)
     with pytest.raises(ValueError, match="frozen"):
         spec.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("  rule: dep_delay >= 15\n  function: my_labels:late\n", "either a `rule` or a `function`, not both"),
+        ("  name: late\n", "either a `rule` or a `function`, not both and not neither"),
+        ("  rule: dep_delay >= 15\n  horizon_days: 3\n", "horizon_days is for label functions"),
+        ("  function: my_labels/late.py\n", "is not a dotted path module:function"),
+    ],
+)
+def test_a_label_is_a_rule_or_a_function(tmp_path: Path, target: str, reason: str) -> None:
+    text = VALID.format(name="labels").replace("  rule: dep_delay >= 15\n", target)
+    _write(tmp_path, "labels", text)
+    result = load_specs(tmp_path)
+    [error] = result.errors
+    assert error.field.startswith("target") and reason in error.reason
+
+
+def test_a_label_function_may_look_ahead(tmp_path: Path) -> None:
+    text = VALID.format(name="churn").replace(
+        "  rule: dep_delay >= 15\n", "  function: my_labels:churned\n  horizon_days: 30\n  name: churned\n"
+    )
+    spec = load_spec(_write(tmp_path, "churn", text))
+    assert (spec.target.function, spec.target.horizon_days, spec.target.column) == ("my_labels:churned", 30, None)
+    assert spec.target.described == "my_labels:churned(...), looking 30 day(s) ahead"
