@@ -4,11 +4,12 @@ Packaging (:mod:`airflow_mlops.packaging`) writes a two-line ``service.py`` into
 :func:`build_service` with the model's BentoML model tag and spec, so the bento carries its model and spec
 and nothing else decides what it serves. The service answers:
 
-- ``POST /predict`` ``{"flights": [...]}`` -> ``{"predictions": [...]}`` (:mod:`airflow_mlops.serving`): the
-  request is validated by pydantic (400 naming the field and the reason; 413 past the body limit), the
+- ``POST /predict`` ``{"<main table>": [...]}`` -> ``{"predictions": [...]}``, with the schema generated from the
+  spec and its dataset file (:func:`airflow_mlops.serving.request_schema`): the request is validated by
+  pydantic (400 naming the field and the reason; 413 past the body limit), the
   spec's Feast feature service is looked up in the online store, the model scores, and every prediction goes
   to the prediction log (:mod:`airflow_mlops.prediction_log`) without ever blocking or failing the request;
-- ``POST /predict_batch`` ``{"flights": [...]}`` -> ``[...]`` (a bare list of predictions): the same scoring
+- ``POST /predict_batch`` (the same body) -> ``[...]`` (a bare list of predictions): the same scoring
   behind BentoML's adaptive batching, which merges concurrent requests into one model call;
 - ``GET /livez``, ``GET /readyz`` (ready once the model is loaded and the feature store answers), ``GET /metrics``
   (Prometheus, with the prediction-log counters) from BentoML;
@@ -27,7 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
-from airflow_mlops.serving import MAX_BODY_BYTES, MAX_FLIGHTS, Flight, Prediction, PredictRequest, PredictResponse
+from airflow_mlops.serving import MAX_BODY_BYTES, MAX_ROWS, request_schema
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
     from airflow_mlops.specs import load_spec
 
     spec = load_spec(Path(spec_file))
+    schema = request_schema(spec)
     sagemaker = FastAPI(title=f"{spec.name} SageMaker contract", docs_url=None, redoc_url=None, openapi_url=None)
 
     @bentoml.service(
@@ -119,8 +121,8 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
             )
             log.info("%s: serving model version %s (%s)", spec.name, version, model_tag)
 
-        def _score(self, flights: list[Flight]) -> list[Prediction]:
-            scored = self.predictor.score(flights)
+        def _score(self, rows: list[Any]) -> list[Any]:
+            scored = self.predictor.score(rows)
             try:
                 self.log.log(scored.log_records(spec.name))
                 for outcome in ("queued", "written", "dropped", "failed"):
@@ -129,16 +131,23 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
                 log.exception("prediction log: could not queue records")
             return scored.predictions
 
-        @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
-        def predict(self, flights: list[Flight]) -> PredictResponse:
-            """Delay probabilities for up to ``MAX_FLIGHTS`` flights."""
-            return PredictResponse(predictions=self._score(flights))
+        # BentoML calls an API with the request model's fields as keywords: here the main table's name.
+        @bentoml.api(route="/predict", input_spec=schema.request, output_spec=schema.response)
+        def predict(self, **body: Any) -> Any:
+            """Predictions for up to ``MAX_ROWS`` rows."""
+            return schema.response(predictions=self._score(body[schema.collection]))
 
         # The latency budget must exceed one model call under load, or the dispatcher refuses requests (503).
-        @bentoml.api(route="/predict_batch", batchable=True, max_batch_size=MAX_FLIGHTS, max_latency_ms=2000)
-        def predict_batch(self, flights: list[Flight]) -> list[Prediction]:
+        @bentoml.api(
+            route="/predict_batch",
+            batchable=True,
+            max_batch_size=MAX_ROWS,
+            max_latency_ms=2000,
+            input_spec=schema.request,
+        )
+        def predict_batch(self, rows: list[Any]) -> list[Any]:
             """``/predict`` behind adaptive batching: concurrent requests share one model call."""
-            return self._score(flights)
+            return self._score(rows)
 
         def __is_ready__(self) -> bool:
             return self.predictor is not None
@@ -152,13 +161,13 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
         async def invocations(self, request: Request) -> Any:
             """SageMaker inference: the ``/predict`` body, the ``/predict`` answer."""
             try:
-                body = PredictRequest.model_validate_json(await request.body())
+                body = schema.request.model_validate_json(await request.body())
             except ValidationError as exc:
                 return JSONResponse(
                     {"error": f"{exc.error_count()} validation error(s)", "detail": _errors(exc)}, status_code=400
                 )
-            predictions = await run_in_threadpool(self._score, body.flights)
-            return PredictResponse(predictions=predictions).model_dump()
+            predictions = await run_in_threadpool(self._score, getattr(body, schema.collection))
+            return schema.response(predictions=predictions).model_dump()
 
         @bentoml.on_shutdown
         def _close_log(self) -> None:
@@ -175,4 +184,4 @@ def _errors(exc: Any) -> list[dict[str, Any]]:
     ]
 
 
-__all__ = ["MAX_FLIGHTS", "BodyLimit", "build_service"]
+__all__ = ["MAX_ROWS", "BodyLimit", "build_service"]

@@ -25,6 +25,33 @@ from airflow_mlops.settings import DATABASE_VARIABLES, SettingsError, get_settin
 console = Console(stderr=True)
 
 
+def _only(kind: str, names: list[str], option: str) -> str:
+    """The one configured name of ``kind``; a usage error listing them when there are several (or none)."""
+    if len(names) == 1:
+        return names[0]
+    raise click.UsageError(f"give {option}: {len(names)} {kind} are configured ({', '.join(sorted(names)) or 'none'})")
+
+
+def _one_dataset(dataset: str | None) -> str:
+    """``--dataset``, or the only dataset file of the project."""
+    from airflow_mlops.datasets import get_datasets
+
+    return dataset or _only("datasets", sorted(get_datasets()), "--dataset")
+
+
+def _one_model(model: str | None) -> str:
+    """``--model``, or the only model spec of the project."""
+    from airflow_mlops.specs import load_specs
+
+    return model or _only("model specs", sorted(load_specs().specs), "--model")
+
+
+def _spec_of(model: str) -> Any:
+    from airflow_mlops.pipeline import model_spec
+
+    return model_spec(model)
+
+
 def _parse_day(_ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
     if value is None:
         return None
@@ -58,10 +85,12 @@ def main() -> None:
 @main.command()
 @click.option("--start", required=True, callback=_parse_day, help="first day, YYYY-MM-DD")
 @click.option("--end", required=True, callback=_parse_day, help="last day (included), YYYY-MM-DD")
-@click.option("--dataset", default="flights", show_default=True, help="dataset to land")
-def ingest(start: date, end: date, dataset: str) -> None:
+@click.option("--dataset", default=None, help="dataset to land (default: the only one configured)")
+def ingest(start: date, end: date, dataset: str | None) -> None:
     """Land the days START..END of a dataset into the landing zone (same code as the ingest DAG)."""
     from airflow_mlops.ingest import IngestError, LandingResult, land_range
+
+    dataset = _one_dataset(dataset)
 
     if end < start:
         raise click.BadParameter(f"--end {end} is before --start {start}", param_hint="--end")
@@ -255,13 +284,15 @@ def _ensure_airflow(port: int, celery: bool = False) -> Any:
         new_port = free_port()
         console.print(f"[yellow]port {port} is busy; using {new_port}[/]")
         port = new_port
+    from airflow_mlops.datasets import get_datasets
+
     console.print(f"Starting Airflow on http://127.0.0.1:{port} (home {settings.airflow_home}) ...")
     with console.status("starting Airflow") as spinner:
         try:
             server = start_airflow(
                 port,
                 settings,
-                wait_for_dags=("ingest_flights",),
+                wait_for_dags=tuple(f"ingest_{name}" for name in sorted(get_datasets(settings))),
                 progress=lambda msg: spinner.update(msg),
                 celery=celery,
             )
@@ -302,12 +333,13 @@ def airflow_env_cmd(port: int) -> None:
 
 
 @main.command()
-@click.option("--dag", "dag_id", default="ingest_flights", show_default=True)
+@click.option("--dag", "dag_id", default=None, help="DAG id (default: the ingest DAG of the only dataset)")
 @click.option("--start", required=True, callback=_parse_day, help="first day, YYYY-MM-DD")
 @click.option("--end", required=True, callback=_parse_day, help="last day (included), YYYY-MM-DD")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="wait for the runs and show progress")
-def backfill(dag_id: str, start: date, end: date, wait: bool) -> None:
+def backfill(dag_id: str | None, start: date, end: date, wait: bool) -> None:
     """Backfill a DAG over START..END through the running Airflow's REST API."""
+    dag_id = dag_id or f"ingest_{_one_dataset(None)}"
     server = _running_or_fail()
     _backfill(server, dag_id, start, end, wait)
 
@@ -400,7 +432,7 @@ def _show_features(settings: Any, model: str, day: date) -> None:
 @click.option(
     "--replay-end", default="2013-07-07", callback=_parse_day, show_default=True, help="summer week: last day"
 )
-@click.option("--model", default="flight_delay", show_default=True)
+@click.option("--model", default=None, help="model spec (default: the only one configured)")
 @click.option(
     "--stop/--keep-running", default=False, show_default=True, help="stop Airflow and the endpoint at the end"
 )
@@ -411,7 +443,7 @@ def demo(
     summer_start: date,
     replay_start: date,
     replay_end: date,
-    model: str,
+    model: str | None,
     stop: bool,
 ) -> None:
     """The whole loop, unattended: history -> champion -> live traffic -> drift -> retraining -> deployment."""
@@ -427,15 +459,17 @@ def demo(
         record["steps"].append({"step": text.split(":")[0], "started_min": round(minutes, 2)})
         console.rule(f"[bold]{text}[/bold]  [dim]{minutes:.1f} min[/dim]")
 
+    model = _one_model(model)
+    ingest_dag = f"ingest_{_spec_of(model).dataset}"
     step("1/6 Database and Airflow")
     _databases()
     server = _ensure_airflow(port)
     api = AirflowApi.login(server.url, ADMIN_USER, server.password())
     train_dag, monitor_dag = f"train_{model}", f"monitor_{model}"
     try:
-        step(f"2/6 History: ingest_flights backfilled over {start} .. {end} (validate, features, online store)")
+        step(f"2/6 History: {ingest_dag} backfilled over {start} .. {end} (validate, features, online store)")
         history_began = time.monotonic()
-        states = _backfill(server, "ingest_flights", start, end, wait=True)
+        states = _backfill(server, ingest_dag, start, end, wait=True)
         landed = sum(1 for s in states.values() if s == "success")
         history_minutes = (time.monotonic() - history_began) / 60
         record["history"] = {"days": landed, "minutes": round(history_minutes, 2)}
@@ -459,7 +493,7 @@ def demo(
         _show_predictions(model, end)
 
         step(f"4/6 Summer: {summer_start} .. {replay_end} lands; the week from {replay_start} is live traffic")
-        _backfill(server, "ingest_flights", summer_start, replay_end, wait=True)
+        _backfill(server, ingest_dag, summer_start, replay_end, wait=True)
         api.wait_until_idle(train_dag, timeout=1800)  # no new window is due (see the features task of ingest)
         replayed = _replay(model, replay_start, replay_end, batch=100)
         console.print(f"{replayed['predicted']} predictions served in {replayed['seconds']:.0f} s (prediction log)")
@@ -557,7 +591,7 @@ def _demo_summary(api: Any, server: Any, settings: Any, model: str, day: date) -
     from airflow_mlops.registry import aliases
 
     all_counts: dict[str, dict[str, int]] = {}
-    for dag_id in ("ingest_flights", f"train_{model}", f"monitor_{model}"):
+    for dag_id in (f"ingest_{model_spec(model).dataset}", f"train_{model}", f"monitor_{model}"):
         runs = api.dag_runs(dag_id)
         counts = all_counts.setdefault(dag_id, {})
         for run in runs:
@@ -579,18 +613,15 @@ def _demo_summary(api: Any, server: Any, settings: Any, model: str, day: date) -
 
 
 def _show_predictions(model: str, day: date) -> None:
-    """Send a few real flights of ``day`` to the deployed endpoint and print the answers."""
+    """Send a few real examples of ``day`` to the deployed endpoint and print the answers."""
     try:
         answer = _predict(model, day, 3, None)
     except click.ClickException as exc:
         console.print(f"Endpoint       not answering: {exc.message}")
         return
-    console.print(f'Endpoint       {answer["url"]}  (POST {{"flights": [...]}})')
+    console.print(f'Endpoint       {answer["url"]}  (POST {{"{answer["collection"]}": [...]}})')
     for p in answer["predictions"]:
-        console.print(
-            f"  {p['flight']}: delay probability {p['delay_probability']:.3f} "
-            f"(delayed: {p['delayed']}, version {p['model_version']})"
-        )
+        console.print(f"  {p['row']}: {p['answer']}")
 
 
 def _champion_text(model: str) -> str:
@@ -666,7 +697,7 @@ def serve(model: str, port: int, host: str) -> None:
     except (PipelineError, RegistryError, PackagingError) as exc:
         raise click.ClickException(str(exc)) from None
     console.print(f"Serving {model}@champion = version {ref.version} ({bento.tag}) on http://{host}:{port}")
-    console.print(f"  curl -X POST http://{host}:{port}/predict -H 'content-type: application/json' -d @flights.json")
+    console.print(f"  curl -X POST http://{host}:{port}/predict -H 'content-type: application/json' -d @request.json")
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home(settings)), "MLOPS_HOME": str(settings.home)}
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     os.execve(bentoml, [bentoml, "serve", bento.tag, "--host", host, "--port", str(port)], env)
@@ -713,11 +744,11 @@ def endpoint_stop(model: str | None) -> None:
 
 @main.command()
 @click.argument("model")
-@click.option("--date", "day", required=True, callback=_parse_day, help="validated day whose flights to send")
-@click.option("--rows", type=int, default=5, show_default=True, help="how many flights")
+@click.option("--date", "day", required=True, callback=_parse_day, help="validated day whose examples to send")
+@click.option("--rows", type=int, default=5, show_default=True, help="how many rows")
 @click.option("--url", default=None, help="endpoint (default: the model's local stable URL)")
 def predict(model: str, day: date, rows: int, url: str | None) -> None:
-    """Send ROWS real flights of a validated day to MODEL's endpoint and print the predictions."""
+    """Send ROWS real examples of a validated day to MODEL's endpoint and print the predictions."""
     console.print_json(data=_predict(model, day, rows, url))
 
 
@@ -727,16 +758,16 @@ def _predict(model: str, day: date, rows: int, url: str | None) -> dict[str, Any
 
     from airflow_mlops.datasets import validated_examples
     from airflow_mlops.pipeline import model_spec
-    from airflow_mlops.serving import flights_payload
+    from airflow_mlops.serving import payload, request_schema
 
     settings = get_settings()
     spec = model_spec(model, settings)
+    schema = request_schema(spec, settings)
     url = url or f"http://{spec.deploy.local.host}:{spec.deploy.local.port}"
     path = validated_examples(spec.dataset, day, settings)
     if not path.exists():
         raise click.ClickException(f"no validated {spec.dataset} data for {day}: {path} is missing")
-    flights = pd.read_parquet(path).head(rows)
-    body = flights_payload(flights)
+    body = payload(schema, pd.read_parquet(path).head(rows))
     try:
         response = httpx.post(f"{url}/predict", json=body, timeout=60)
     except httpx.HTTPError as exc:
@@ -746,9 +777,9 @@ def _predict(model: str, day: date, rows: int, url: str | None) -> dict[str, Any
     answers = response.json()["predictions"]
     return {
         "url": f"{url}/predict",
+        "collection": schema.collection,
         "predictions": [
-            {"flight": f"{f['carrier']}{f['flight']} {f['origin']}->{f['dest']} {f['time_hour']}", **a}
-            for f, a in zip(body["flights"], answers, strict=True)
+            {"row": row, "answer": answer} for row, answer in zip(body[schema.collection], answers, strict=True)
         ],
     }
 
@@ -756,15 +787,13 @@ def _predict(model: str, day: date, rows: int, url: str | None) -> dict[str, Any
 @main.command()
 @click.option("--start", required=True, callback=_parse_day, help="first day, YYYY-MM-DD")
 @click.option("--end", required=True, callback=_parse_day, help="last day (included), YYYY-MM-DD")
-@click.option(
-    "--rate", type=float, default=0.0, show_default=True, help="flights per second (0: as fast as it answers)"
-)
-@click.option("--batch", type=int, default=50, show_default=True, help="flights per request")
-@click.option("--model", default="flight_delay", show_default=True)
+@click.option("--rate", type=float, default=0.0, show_default=True, help="rows per second (0: as fast as it answers)")
+@click.option("--batch", type=int, default=50, show_default=True, help="rows per request")
+@click.option("--model", default=None, help="model spec (default: the only one configured)")
 @click.option("--url", default=None, help="endpoint (default: the model's local stable URL)")
-def replay(start: date, end: date, rate: float, batch: int, model: str, url: str | None) -> None:
-    """Send the real flights of START..END to MODEL's endpoint as live traffic (fills the prediction log)."""
-    console.print_json(data=_replay(model, start, end, rate=rate, batch=batch, url=url))
+def replay(start: date, end: date, rate: float, batch: int, model: str | None, url: str | None) -> None:
+    """Send the real examples of START..END to MODEL's endpoint as live traffic (fills the prediction log)."""
+    console.print_json(data=_replay(_one_model(model), start, end, rate=rate, batch=batch, url=url))
 
 
 def _replay(model: str, start: date, end: date, *, rate: float = 0.0, batch: int = 50, url: str | None = None) -> dict:
@@ -779,6 +808,7 @@ def _replay(model: str, start: date, end: date, *, rate: float = 0.0, batch: int
     with _progress() as progress:
         task = progress.add_task(f"replaying {start}..{end} to {url}", total=None, detail="")
         result = send(
+            spec,
             url,
             list(days(start, end)),
             rate=rate,

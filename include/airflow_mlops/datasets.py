@@ -44,7 +44,21 @@ class ColumnSpec(_Strict):
     after_event: bool = Field(
         default=False, description="only known after the event (an outcome): never a feature, may feed a label"
     )
+    nullable: bool = Field(default=False, description="a request may leave it out or send null (features: missing)")
+    min: float | None = Field(default=None, description="smallest value a request may send (numbers)")
+    max: float | None = Field(default=None, description="largest value a request may send (numbers)")
+    pattern: str | None = Field(default=None, description="regular expression a request's value must match (text)")
     description: str = ""
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return value
 
     @field_validator("type")
     @classmethod
@@ -64,6 +78,16 @@ class TableSpec(_Strict):
         description="declared columns and their types (the event time, keys, request fields, outcomes); "
         "a bare type stands for {type: <type>}",
     )
+    key: tuple[str, ...] = Field(
+        default=(), description="columns that identify a row within its day (predictions meet their outcomes by it)"
+    )
+
+    @model_validator(mode="after")
+    def _declared_key(self) -> TableSpec:
+        undeclared = [column for column in self.key if column not in self.columns]
+        if undeclared:
+            raise ValueError(f"key column(s) {', '.join(undeclared)} must be declared under columns")
+        return self
 
     @field_validator("columns", mode="before")
     @classmethod

@@ -3,7 +3,7 @@
 :func:`score` computes what the gate and the model card need from a fitted pipeline and a frame holding its
 input columns and the label: ROC AUC, log loss, precision and recall at the spec's decision threshold,
 calibration (Brier score, expected calibration error and the reliability table behind it), rows, positive rate,
-and per-slice AUC for each of the spec's slice columns (``origin``, ``carrier``). A slice gets an AUC only when
+and per-slice AUC for each of the spec's slice columns (``quality.slices``). A slice gets an AUC only when
 it has at least :data:`MIN_SLICE_ROWS` rows and :data:`MIN_SLICE_CLASS_ROWS` rows of each class; smaller slices
 are reported with their row count and no AUC, and the gate ignores them (their AUC is mostly noise).
 
@@ -16,7 +16,7 @@ are reported with their row count and no AUC, and the gate ignores them (their A
   lose more than ``max_slice_auc_drop`` AUC.
 
 Every check gives one readable reason, e.g. ``AUC 0.712 >= 0.65 (min_auc)`` or
-``slice origin=EWR: AUC dropped 0.031 > 0.02 (0.702 -> 0.671)``; failed checks come first.
+``slice region=north: AUC dropped 0.031 > 0.02 (0.702 -> 0.671)``; failed checks come first.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Scores:
     slices: dict[str, dict[str, SliceScore]] = field(default_factory=dict)
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
-        """Flat metrics for MLflow (``<prefix>auc``, ``<prefix>slice.origin.EWR.auc`` ...); NaN values omitted."""
+        """Flat metrics for MLflow (``<prefix>auc``, ``<prefix>slice.region.north.auc`` ...); NaN values omitted."""
         values: dict[str, float] = {
             "auc": self.auc,
             "log_loss": self.log_loss,

@@ -139,7 +139,7 @@ class FeatureInputs:
 
 
 @dataclass(frozen=True)
-class FeatureTableWrite:
+class FeatureTablePartition:
     """One feature table partition written by a build; ``start``/``end`` bound its event timestamps."""
 
     table: str
@@ -156,7 +156,7 @@ class FeatureBuildResult:
 
     dataset: str
     partition: str
-    tables: tuple[FeatureTableWrite, ...]
+    tables: tuple[FeatureTablePartition, ...]
     window_days: tuple[str, ...]
     served_from: str
     references: Mapping[str, str] = field(default_factory=dict)
@@ -361,7 +361,7 @@ def build_features(dataset: str, day: date, *, settings: Settings | None = None)
     for table, path in paths.items():
         start, end = _bounds(frames[table])
         written.append(
-            FeatureTableWrite(
+            FeatureTablePartition(
                 table=table, rows=len(frames[table]), path=str(path), sha256=file_sha256(path), start=start, end=end
             )
         )
@@ -688,7 +688,7 @@ def materialize_day(dataset: str, day: date, *, settings: Settings | None = None
     the latest end materialized so far: the online store then holds, per entity, the latest row up to that
     end whatever order days are (re-)materialized in, so a re-run gives the same online state. A view whose
     partition holds the same values as the previous day's, which is online already, is skipped (a snapshot of
-    reference data, stamped anew each day, would rewrite the same rows; see :func:`_online_already`). Applies the
+    reference data, stamped anew each day, would write the same rows again; see :func:`_online_already`). Applies the
     definitions first if needed (:func:`ensure_applied`). Returns a JSON-able summary.
     """
     settings = settings or get_settings()

@@ -5,7 +5,7 @@ Sources (the dataset file's ``source``, or ``MLOPS_SOURCE_<DATASET>``):
 * a folder or an ``s3://`` prefix laid out as real deliveries are:
   ``<root>/date=YYYY-MM-DD/<table>.csv`` or ``<table>.parquet`` (and reference tables, not delivered by
   day, as ``<root>/<table>.csv|parquet``);
-* ``module:Class``, a replay loader of the project (the flights example replays a PyPI package this way).
+* ``module:Class``, a replay loader of the project (the shipped example replays a PyPI package this way).
 
 Landing zone layout (Hive-style, one file per table and day, readable by DuckDB, Feast and pandas)::
 

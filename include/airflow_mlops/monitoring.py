@@ -4,8 +4,8 @@
 
 - **current** data is the day's prediction log (:mod:`airflow_mlops.prediction_log`: the inputs and the Feast
   features *as served*), turned into the model's input columns exactly as serving did
-  (:func:`airflow_mlops.training.serving_input`); once the day's flights have landed in the validated zone,
-  each prediction is joined with its true outcome (the spec's target rule on ``dep_delay``);
+  (:func:`airflow_mlops.training.serving_input`); once the day's examples have landed in the validated zone,
+  each prediction is joined with its true outcome (the spec's label) by the main table's ``key`` and event time;
 - **reference** data is the champion's training set (its train rows), read from where the training stored it,
   or rebuilt from the validated zone and checked against the digest recorded on the MLflow run.
 
@@ -43,9 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Outcome column added to the current data (the spec's target, from the landed flights).
+#: Outcome column added to the current data (the spec's target, from the landed examples).
 OUTCOME = "outcome"
-PROBABILITY = "delay_probability"
+#: The served probability in the current data (from the log's ``output.probability`` field of the spec).
+PROBABILITY = "probability"
 #: Fewest labelled rows (with both classes) for a quality report.
 MIN_LABELLED = 50
 
@@ -169,7 +170,7 @@ def current_frame(
     spec: ModelSpec, day: date, numeric: list[str], categorical: list[str], settings: Settings
 ) -> pd.DataFrame:
     """The served traffic of ``day`` and the ``drift.current_days - 1`` days before it as model input (plus
-    ``delay_probability``, ``model_version``, ``date`` and, for days whose flights have landed, ``outcome``)."""
+    ``probability``, ``model_version``, ``date`` and, for days whose examples have landed, ``outcome``)."""
     import pandas as pd
 
     from airflow_mlops.prediction_log import read_predictions
@@ -193,16 +194,22 @@ def _model_frame(
 ) -> pd.DataFrame:
     import pandas as pd
 
-    from airflow_mlops.datasets import validated_examples
-    from airflow_mlops.serving import with_local_clock
+    from airflow_mlops.datasets import dataset_spec, validated_examples
+    from airflow_mlops.serving import request_schema, with_local_date
     from airflow_mlops.training import PARTITION, TrainingError, labels, serving_input
 
-    flights = with_local_clock(logged)
+    schema = request_schema(spec, settings)
+    rows = with_local_date(schema, logged)
     served = logged[[c for c in logged.columns if c in numeric or c in categorical]]
-    frame = serving_input(spec, flights, served, numeric, categorical)
-    frame[PROBABILITY] = logged[PROBABILITY].astype("float64")
+    frame = serving_input(spec, rows, served, numeric, categorical)
+    frame[PROBABILITY] = logged[schema.probability].astype("float64")
     frame["model_version"] = logged["model_version"].astype("int64")
-    frame["date"] = flights["date"].to_numpy()
+    frame["date"] = rows["date"].to_numpy()
+    # A prediction meets its outcome by the main table's key and the event time (unique within a day).
+    keys = [*dataset_spec(spec.dataset, settings).tables[schema.collection].key, schema.event_time]
+    if len(keys) == 1:
+        log.info("%s: %s declares no key for %s; outcomes cannot be joined", spec.name, spec.dataset, schema.collection)
+        return frame
     truth_days = [(d, p) for d in days if (p := validated_examples(spec.dataset, d, settings)).exists()]
     outcome = None
     if truth_days:
@@ -214,11 +221,10 @@ def _model_frame(
         except TrainingError as exc:  # a label that looks ahead, whose horizon has not landed yet
             log.info("%s: outcomes not known yet: %s", spec.name, exc)
     if outcome is not None:
-        truth = with_local_clock(truth.drop(columns=["date"], errors="ignore"))
+        truth = with_local_date(schema, truth.drop(columns=["date"], errors="ignore"))
         truth[OUTCOME] = outcome.to_numpy()
-        keys = ["carrier", "flight", "origin", "time_hour", "sched_dep_time"]
         truth = truth.drop_duplicates(keys)[[*keys, OUTCOME]]
-        joined = flights[keys].merge(truth, on=keys, how="left")
+        joined = rows[keys].merge(truth, on=keys, how="left")
         frame[OUTCOME] = joined[OUTCOME].to_numpy()
     return frame
 
@@ -354,7 +360,7 @@ def monitor_day(spec: ModelSpec, day: date, *, settings: Settings | None = None)
     if current.empty:
         result.status = NO_TRAFFIC
         result.reasons = [
-            f"no prediction logged for flights of the {spec.drift.current_days} days ending {day} "
+            f"no prediction logged for the {spec.drift.current_days} days ending {day} "
             "(replay traffic or wait for requests)"
         ]
         return _finish(result, folder, started)

@@ -424,15 +424,15 @@ def smoke_and_commit(
     so ``promote`` never runs and ``@champion`` stays where it is.
     """
     from airflow_mlops.deploy.base import Deployment, get_target
-    from airflow_mlops.deploy.smoke import SmokeTestFailed, holdout_flights, smoke_test
+    from airflow_mlops.deploy.smoke import SmokeTestFailed, holdout_examples, smoke_test
 
     settings = settings or get_settings()
     spec = model_spec(model, settings)
     target = get_target(spec)
     staged = Deployment.from_dict(deployment)
     try:
-        flights = holdout_flights(spec, prepared["path"], spec.deploy.smoke_rows, settings)
-        result = smoke_test(spec, target, staged, flights, settings=settings)
+        examples = holdout_examples(spec, prepared["path"], spec.deploy.smoke_rows, settings)
+        result = smoke_test(spec, target, staged, examples, settings=settings)
     except Exception as exc:
         target.rollback(staged)
         raise SmokeTestFailed(

@@ -1,7 +1,7 @@
 """The prediction log: every served prediction, readable by day for monitoring.
 
-Each record holds the request id, the time, the flight's inputs, the Feast features as served, the prediction
-and the model version. Records are keyed by the flight's local day (``date``), the partition the monitoring
+Each record holds the request id, the time, the request's inputs, the Feast features as served, the prediction
+and the model version. Records are keyed by the example's local day (``date``), the partition the monitoring
 DAG reads next to the day's true outcomes.
 
 Sinks, chosen by the settings' ``predictions`` database URL (``MLOPS_PREDICTION_LOG_URL``):
@@ -180,7 +180,7 @@ class PredictionLog:
 def read_predictions(
     model: str, day: date, *, settings: Settings | None = None, url: str | None = None
 ) -> pd.DataFrame:
-    """The logged predictions of ``model`` for flights of ``day`` (empty frame when none)."""
+    """The logged predictions of ``model`` for examples of ``day`` (empty frame when none)."""
     import pandas as pd
 
     url = _log_url(settings or get_settings(), url)

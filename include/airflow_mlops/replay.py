@@ -1,9 +1,9 @@
-"""Live traffic from history: send the real flights of past days to a model's endpoint, as requests.
+"""Live traffic from history: send the real examples of past days to a model's endpoint, as requests.
 
-:func:`replay` reads each day's flights from the dataset's source (the same source the ingest DAG lands
-from, so days not landed yet can be replayed too), drops rows a request cannot carry (a cancelled flight
-still has a schedule, so almost none), and posts them in batches to ``<url>/predict`` at an optional rate,
-so the endpoint's prediction log fills with served traffic that monitoring then judges.
+:func:`replay` reads each day's main table from the dataset's source (the same source the ingest DAG lands
+from, so days not landed yet can be replayed too), drops rows a request cannot carry (a required request
+field missing), and posts them in batches to ``<url>/predict`` at an optional rate, so the endpoint's
+prediction log fills with served traffic that monitoring then judges.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any
 import httpx
 
 from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.specs import ModelSpec
 
 
 @dataclass
 class ReplayResult:
     days: list[str]
-    flights: int = 0
+    rows: int = 0
     requests: int = 0
     predicted: int = 0
     failed_requests: int = 0
@@ -34,15 +35,18 @@ class ReplayResult:
         return asdict(self)
 
 
-def day_flights(day: date, settings: Settings | None = None) -> Any:
-    """The flights scheduled on ``day`` from the ``flights`` dataset's source."""
+def day_examples(spec: ModelSpec, day: date, settings: Settings | None = None) -> Any:
+    """The main table's rows of ``day`` from the dataset's source."""
+    from airflow_mlops.datasets import dataset_spec
     from airflow_mlops.ingest import make_source
 
     settings = settings or get_settings()
-    return make_source(settings.source("flights"), settings).read("flights", day)
+    main = dataset_spec(spec.dataset, settings).main_table
+    return make_source(settings.source(spec.dataset), settings).read(main, day)
 
 
 def replay(
+    spec: ModelSpec,
     url: str,
     days: list[date],
     *,
@@ -51,28 +55,29 @@ def replay(
     settings: Settings | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
-    """Send the flights of ``days`` to ``url/predict``, ``batch`` per request, at most ``rate`` flights/s (0: no cap).
+    """Send the examples of ``days`` to ``url/predict``, ``batch`` per request, at most ``rate`` rows/s (0: no cap).
 
     ``progress(done, total)`` is called after each request. Failed requests are counted (and their first errors
     kept), never fatal: replay is traffic, not a test.
     """
     import pandas as pd
 
-    from airflow_mlops.serving import Flight, flights_payload
+    from airflow_mlops.serving import payload, request_schema
 
     settings = settings or get_settings()
+    schema = request_schema(spec, settings)
     result = ReplayResult(days=[d.isoformat() for d in days])
-    frames = [day_flights(day, settings) for day in days]
-    flights = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    required = [name for name, f in Flight.model_fields.items() if f.is_required()]
-    usable = flights.dropna(subset=[c for c in required if c in flights.columns])
-    result.skipped_rows = len(flights) - len(usable)
-    result.flights = len(usable)
+    frames = [day_examples(spec, day, settings) for day in days]
+    examples = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    required = [name for name, f in schema.row.model_fields.items() if f.is_required()]
+    usable = examples.dropna(subset=[c for c in required if c in examples.columns])
+    result.skipped_rows = len(examples) - len(usable)
+    result.rows = len(usable)
     started = time.perf_counter()
     with httpx.Client(timeout=60) as client:
         for start in range(0, len(usable), batch):
             chunk = usable.iloc[start : start + batch]
-            body = flights_payload(chunk)
+            body = payload(schema, chunk)
             try:
                 response = client.post(f"{url.rstrip('/')}/predict", json=body)
                 if response.status_code == 200:
@@ -89,7 +94,7 @@ def replay(
             done = min(start + batch, len(usable))
             if progress:
                 progress(done, len(usable))
-            if rate > 0:  # pace: the first `done` flights should take done / rate seconds
+            if rate > 0:  # pace: the first `done` rows should take done / rate seconds
                 ahead = done / rate - (time.perf_counter() - started)
                 if ahead > 0:
                     time.sleep(ahead)

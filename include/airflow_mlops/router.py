@@ -4,7 +4,7 @@
 in the JSON state file that :mod:`airflow_mlops.deploy.local` maintains. The file is re-read when it changes
 (one ``stat`` per request), so a deployment switches traffic by replacing the file atomically: requests
 already sent to the old backend finish there, new ones go to the new backend. ``GET /-/router`` tells the
-active backend and the requests in flight per backend, which the deployer watches to stop the old server only
+active backend and the requests pending per backend, which the deployer watches to stop the old server only
 once it is drained. With no active backend the router answers 503.
 """
 
@@ -33,7 +33,7 @@ class Backends:
         self._stamp: tuple[int, int] | None = None
         self.active: str | None = None
         self.version: int | None = None
-        self.inflight: Counter[str] = Counter()
+        self.pending: Counter[str] = Counter()
         self.switches = 0
 
     def current(self) -> str | None:
@@ -75,7 +75,7 @@ def create_app(state: Path) -> Any:
                 "state": str(state),
                 "active": backends.active,
                 "version": backends.version,
-                "inflight": {url: n for url, n in backends.inflight.items() if n},
+                "pending": {url: n for url, n in backends.pending.items() if n},
                 "switches": backends.switches,
             }
         )
@@ -92,7 +92,7 @@ def create_app(state: Path) -> Any:
             if backend in tried:
                 break
             tried.add(backend)
-            backends.inflight[backend] += 1
+            backends.pending[backend] += 1
             try:
                 upstream = await client.request(
                     request.method,
@@ -105,7 +105,7 @@ def create_app(state: Path) -> Any:
                 last_error = exc
                 continue
             finally:
-                backends.inflight[backend] -= 1
+                backends.pending[backend] -= 1
             response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
             response_headers.pop("content-length", None)
             response_headers.pop("content-encoding", None)

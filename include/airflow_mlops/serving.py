@@ -1,14 +1,19 @@
-"""Online prediction: the request schema, and the predictor every serving path shares.
+"""Online prediction: the request schema generated from the configuration, and the predictor every path shares.
 
-A request is ``{"flights": [...]}``; each flight carries the schedule fields of the flights table
-(:class:`Flight`). :class:`Predictor` turns flights into the model's input exactly as training did: the spec's
-request-time columns (``month``, ``hour``, ``day_of_week``, ``distance``, ``carrier``...) derived from the
-schedule by :func:`airflow_mlops.training.serving_input`, plus the model's Feast feature service looked up in the
-online store (:func:`airflow_mlops.features.online_features`; unknown entities give missing values, which the
-model treats as missing, never an error). It answers one :class:`Prediction` per flight.
+A model's endpoint takes ``{"<main table>": [row, ...]}``. The
+fields of a row come from the configuration (:func:`request_schema`): the dataset's ``key`` of its main table
+(how a prediction meets its outcome later), the spec's ``entity_keys``, the dataset's ``event_time`` and the
+spec's request-time features that are columns; each field is typed, ranged and patterned as its column is
+declared in the dataset file, so a bad request gets 400 naming the field and the reason. A prediction carries
+the spec's ``output.probability`` and its decision (``output.label``, default the target's name), the model
+version and a request id.
 
-The BentoML service (:mod:`airflow_mlops.bento_service`), the smoke test and the benchmarks all call the same
-:class:`Predictor`, so what is tested offline is what serves.
+:class:`Predictor` turns rows into the model's input exactly as training did (the request-time features by
+:func:`airflow_mlops.training.serving_input`, calendar features from the event time on the dataset's clock),
+plus the model's Feast feature service looked up in the online store at the event time
+(:func:`airflow_mlops.features.online_features`; unknown entities give missing values, which the model treats
+as missing, never an error). The BentoML service (:mod:`airflow_mlops.bento_service`), the smoke test, replay
+and the benchmarks all use the same :class:`Predictor` and schema, so what is tested offline is what serves.
 """
 
 from __future__ import annotations
@@ -16,229 +21,258 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from airflow_mlops.datasets import dataset_spec
+from airflow_mlops.datasets import ColumnSpec, dataset_spec
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Most flights one request may carry (a larger batch gets 400, naming the limit).
-MAX_FLIGHTS = 1000
+#: Most rows one request may carry (a larger batch gets 400, naming the limit).
+MAX_ROWS = 1000
 #: Largest request body in bytes (a larger body gets 413).
 MAX_BODY_BYTES = 1_000_000
 
-
-@cache
-def flights_timezone() -> str:
-    """Local clock of the flights table (``sched_dep_time``, the partition day), from its dataset file."""
-    return dataset_spec("flights").timezone
+_PYTHON_TYPES: dict[str, type] = {"int": int, "float": float, "string": str, "bool": bool, "timestamp": datetime}
 
 
-@cache
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
+class SchemaError(ValueError):
+    """The configuration cannot make a request schema (a request field is not declared); names what and where."""
 
 
-class Flight(BaseModel):
-    """One scheduled departure, with the fields of the flights table (others, like ``dep_delay``, are ignored)."""
-
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
-
-    carrier: str = Field(pattern=r"^[A-Z0-9]{2,3}$", description="two-letter carrier code, e.g. UA")
-    flight: int = Field(ge=1, le=9999, description="flight number")
-    tailnum: str | None = Field(default=None, max_length=10, description="plane tail number, if known")
-    origin: str = Field(pattern=r"^[A-Z]{3}$", description="origin airport (EWR, JFK, LGA)")
-    dest: str = Field(pattern=r"^[A-Z]{3}$", description="destination airport")
-    distance: float = Field(gt=0, le=20_000, description="miles")
-    sched_dep_time: int = Field(ge=0, le=2359, description="scheduled departure, local HHMM (e.g. 1530)")
-    time_hour: datetime = Field(description="scheduled departure hour, ISO 8601 (no offset means UTC)")
-
-    @field_validator("tailnum")
-    @classmethod
-    def _blank_is_none(cls, value: str | None) -> str | None:
-        return value or None
-
-    @field_validator("sched_dep_time")
-    @classmethod
-    def _clock(cls, value: int) -> int:
-        if value % 100 >= 60:
-            raise ValueError(f"{value} is not a HHMM clock time (minutes must be below 60)")
-        return value
-
-    @field_validator("time_hour")
-    @classmethod
-    def _on_the_hour(cls, value: datetime) -> datetime:
-        value = value if value.tzinfo else value.replace(tzinfo=UTC)
-        if value.minute or value.second or value.microsecond:
-            raise ValueError(f"{value.isoformat()} is not on the hour (time_hour is the scheduled departure hour)")
-        return value.astimezone(UTC)
-
-    @model_validator(mode="after")
-    def _hours_agree(self) -> Flight:
-        local = self.time_hour.astimezone(_zone(flights_timezone()))
-        if local.hour != self.sched_dep_time // 100:
-            raise ValueError(
-                f"time_hour {self.time_hour.isoformat()} is {local.hour:02d}:00 in {flights_timezone()}, but "
-                f"sched_dep_time {self.sched_dep_time:04d} says {self.sched_dep_time // 100:02d}:xx"
-            )
-        return self
-
-    @property
-    def local_date(self) -> str:
-        """The flight's day in the local clock (its partition in the flights table), ISO date."""
-        return self.time_hour.astimezone(_zone(flights_timezone())).date().isoformat()
+def _utc(value: datetime | None) -> datetime | None:
+    """A timestamp in UTC; one without an offset is taken as UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-class PredictRequest(BaseModel):
-    """The body of ``POST /predict``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    flights: list[Flight] = Field(min_length=1, max_length=MAX_FLIGHTS)
+def _blank_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
 
 
-class Prediction(BaseModel):
-    """The answer for one flight."""
+def _field(name: str, column: ColumnSpec) -> tuple[Any, Any]:
+    """The pydantic field of a declared column."""
+    kind: Any = _PYTHON_TYPES[column.type]
+    constraints: dict[str, Any] = {"description": column.description or None}
+    if column.type in ("int", "float"):
+        constraints.update(ge=column.min, le=column.max)
+    if column.type == "string" and column.pattern:
+        constraints["pattern"] = column.pattern
+    if column.nullable:
+        return kind | None, Field(default=None, **constraints)
+    return kind, Field(**constraints)
 
-    delay_probability: float = Field(description="probability of departing 15 minutes late or more")
-    delayed: bool = Field(description="delay_probability >= the spec's decision threshold")
-    model_version: int = Field(description="MLflow version of the registered model that answered")
-    request_id: str = Field(description="id of this prediction in the prediction log")
+
+@dataclass(frozen=True)
+class RequestSchema:
+    """The request and response models of one model's endpoint, generated from its spec and dataset file."""
+
+    collection: str  #: the request body's key (the dataset's main table)
+    columns: tuple[str, ...]  #: the fields of a row, in order
+    types: dict[str, str]  #: each field's declared column type
+    event_time: str
+    timezone: str
+    probability: str  #: the probability's field in a prediction
+    label: str  #: the decision's field in a prediction
+    row: type[BaseModel]
+    request: type[BaseModel]
+    prediction: type[BaseModel]
+    response: type[BaseModel]
 
 
-class PredictResponse(BaseModel):
-    """The body ``POST /predict`` answers."""
+_SCHEMAS: dict[tuple[str, str], RequestSchema] = {}
 
-    predictions: list[Prediction]
+
+def request_schema(spec: ModelSpec, settings: Settings | None = None) -> RequestSchema:
+    """The endpoint's schema of ``spec`` (built once per spec and dataset file per process)."""
+    settings = settings or get_settings()
+    dataset = dataset_spec(spec.dataset, settings)
+    cache_key = (spec.model_dump_json(), dataset.model_dump_json())
+    cached = _SCHEMAS.get(cache_key)
+    if cached is not None:
+        return cached
+    if dataset.event_time is None:
+        raise SchemaError(f"{spec.name}: dataset {spec.dataset!r} declares no event_time; requests need one")
+    from airflow_mlops.training import CALENDAR_FEATURES
+
+    main = dataset.tables[dataset.main_table]
+    wanted = [*main.key, *spec.entity_keys, dataset.event_time]
+    wanted += [name for name in spec.features if name not in CALENDAR_FEATURES]
+    columns = tuple(dict.fromkeys(wanted))
+    undeclared = [name for name in columns if name not in main.columns]
+    if undeclared:
+        raise SchemaError(
+            f"{spec.name}: request field(s) {', '.join(undeclared)} are not declared in {spec.dataset}.yaml "
+            f"(tables.{dataset.main_table}.columns): declare their types there"
+        )
+    title = "".join(part.title() for part in dataset.main_table.split("_"))
+    timestamps = [name for name in columns if main.columns[name].type == "timestamp"]
+    texts = [name for name in columns if main.columns[name].type == "string" and main.columns[name].nullable]
+    validators: dict[str, Any] = {}
+    if timestamps:
+        validators["_in_utc"] = field_validator(*timestamps)(classmethod(lambda cls, value: _utc(value)))
+    if texts:
+        validators["_blank"] = field_validator(*texts, mode="before")(classmethod(lambda cls, v: _blank_is_none(v)))
+    row = create_model(
+        f"{title}Row",
+        __config__=ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True),
+        __validators__=validators,
+        **{name: _field(name, main.columns[name]) for name in columns},
+    )
+    request = create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        **{dataset.main_table: (list[row], Field(min_length=1, max_length=MAX_ROWS))},  # type: ignore[valid-type]
+    )
+    probability, label = spec.output.probability, spec.label_field
+    prediction = create_model(
+        "Prediction",
+        **{
+            probability: (float, Field(description=f"probability of {spec.target.name}")),
+            label: (bool, Field(description=f"{probability} >= the spec's decision threshold")),
+            "model_version": (int, Field(description="MLflow version of the registered model that answered")),
+            "request_id": (str, Field(description="id of this prediction in the prediction log")),
+        },
+    )
+    response = create_model("PredictResponse", predictions=(list[prediction], ...))  # type: ignore[valid-type]
+    schema = RequestSchema(
+        collection=dataset.main_table,
+        columns=columns,
+        types={name: main.columns[name].type for name in columns},
+        event_time=dataset.event_time,
+        timezone=dataset.timezone,
+        probability=probability,
+        label=label,
+        row=row,
+        request=request,
+        prediction=prediction,
+        response=response,
+    )
+    _SCHEMAS[cache_key] = schema
+    return schema
+
+
+def request_frame(schema: RequestSchema, rows: list[BaseModel] | list[dict[str, Any]]) -> pd.DataFrame:
+    """Request rows as a frame of the main table's columns, with the event time in UTC and each row's local
+    ``date`` (its day on the dataset's calendar: the partition its outcome lands in)."""
+    import pandas as pd
+
+    records = [row.model_dump() if isinstance(row, BaseModel) else row for row in rows]
+    frame = pd.DataFrame.from_records(records, columns=list(schema.columns))
+    return with_local_date(schema, frame)
+
+
+def with_local_date(schema: RequestSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its event time in UTC and the local ``date`` of each row (a copy)."""
+    import pandas as pd
+
+    frame = frame.copy()
+    stamps = pd.to_datetime(frame[schema.event_time], utc=True)
+    frame[schema.event_time] = stamps
+    frame["date"] = stamps.dt.tz_convert(schema.timezone).dt.strftime("%Y-%m-%d")
+    return frame
 
 
 @dataclass
 class Scored:
-    """Flights scored by :meth:`Predictor.score`: the answers and what the model saw (for the log)."""
+    """Rows scored by :meth:`Predictor.score`: the answers and what the model saw (for the log)."""
 
-    predictions: list[Prediction]
-    flights: pd.DataFrame  #: the request's flights as a flights-table frame
-    served: pd.DataFrame  #: the Feast features looked up, one row per flight (None for unknown entities)
+    predictions: list[BaseModel]
+    rows: pd.DataFrame  #: the request's rows (:func:`request_frame`)
+    served: pd.DataFrame  #: the Feast features looked up, one row per request row (None for unknown entities)
+    schema: RequestSchema
 
     def log_records(self, model: str) -> list[dict[str, Any]]:
-        """One prediction-log record per flight: ids, time, inputs, looked-up features, prediction, version."""
+        """One prediction-log record per row: ids, time, inputs, looked-up features, prediction, version."""
         now = datetime.now(UTC)
-        inputs = self.flights[list(_LOGGED_INPUTS)].to_dict("records")
+        inputs = self.rows[[*self.schema.columns, "date"]].to_dict("records")
         served = self.served.to_dict("records")
+        probability, label = self.schema.probability, self.schema.label
         return [
             {
-                "request_id": p.request_id,
+                "request_id": p.request_id,  # type: ignore[attr-defined]
                 "logged_at": now,
                 "model": model,
-                "model_version": p.model_version,
+                "model_version": p.model_version,  # type: ignore[attr-defined]
                 **inputs[i],
                 **served[i],
-                "delay_probability": p.delay_probability,
-                "delayed": p.delayed,
+                probability: getattr(p, probability),
+                label: getattr(p, label),
             }
             for i, p in enumerate(self.predictions)
         ]
-
-
-_LOGGED_INPUTS = ("date", "carrier", "flight", "tailnum", "origin", "dest", "distance", "sched_dep_time", "time_hour")
-
-
-def flights_frame(flights: list[Flight]) -> pd.DataFrame:
-    """Request flights as rows of the flights table (local ``year``/``month``/``day``/``hour``/``minute``)."""
-    import pandas as pd
-
-    frame = pd.DataFrame([f.model_dump() for f in flights])
-    return with_local_clock(frame)
-
-
-def with_local_clock(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (``time_hour``, ``sched_dep_time``...) plus the flights table's local ``year``/``month``/``day``/
-    ``hour``/``minute`` and the partition ``date``: what the spec's schedule features derive from."""
-    import pandas as pd
-
-    frame = frame.copy()
-    frame["time_hour"] = pd.to_datetime(frame["time_hour"], utc=True)
-    local = frame["time_hour"].dt.tz_convert(flights_timezone())
-    sched = frame["sched_dep_time"].astype("int64")
-    frame["year"], frame["month"], frame["day"] = local.dt.year, local.dt.month, local.dt.day
-    frame["hour"], frame["minute"] = sched // 100, sched % 100
-    frame["date"] = local.dt.strftime("%Y-%m-%d")
-    return frame
 
 
 class Predictor:
     """A fitted pipeline of one registered version, with the spec's feature lookup and decision threshold."""
 
     def __init__(self, spec: ModelSpec, model: Any, version: int, *, settings: Settings | None = None) -> None:
-        from airflow_mlops.training import event_time, model_columns
+        from airflow_mlops.training import model_columns
 
         self.spec = spec
         self.model = model
         self.version = int(version)
         self.settings = settings or get_settings()
+        self.schema = request_schema(spec, self.settings)
         self.numeric, self.categorical = model_columns(model)
         self.threshold = spec.training.decision_threshold
-        self.event_time = event_time(spec, self.settings)[0]
 
-    def lookup(self, flights: pd.DataFrame) -> pd.DataFrame:
-        """The spec's Feast feature service for each flight, from the online store (None when unknown)."""
+    def lookup(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """The spec's Feast feature service for each row at its event time, online (None when unknown)."""
         import pandas as pd
 
         from airflow_mlops.features import entity_frame, online_features
 
-        entities = entity_frame(flights, self.spec.entity_keys, self.event_time).to_dict("records")
-        rows = online_features(entities, service=self.spec.feature_service, settings=self.settings)
+        entities = entity_frame(rows, self.spec.entity_keys, self.schema.event_time).to_dict("records")
+        found = online_features(entities, service=self.spec.feature_service, settings=self.settings)
         keys = set(self.spec.entity_keys)
-        return pd.DataFrame([{k: v for k, v in row.items() if k not in keys} for row in rows], index=flights.index)
+        return pd.DataFrame([{k: v for k, v in row.items() if k not in keys} for row in found], index=rows.index)
 
-    def probabilities(self, flights: pd.DataFrame, served: pd.DataFrame) -> Any:
-        """Delay probabilities for flights whose features were looked up (offline scoring uses this too)."""
+    def probabilities(self, rows: pd.DataFrame, served: pd.DataFrame) -> Any:
+        """Probabilities for rows whose features were looked up (offline scoring uses this too)."""
         from airflow_mlops.training import serving_input
 
-        features = serving_input(self.spec, flights, served, self.numeric, self.categorical)
+        features = serving_input(self.spec, rows, served, self.numeric, self.categorical)
         return self.model.predict_proba(features)[:, 1]
 
-    def score(self, flights: list[Flight]) -> Scored:
-        """Look the features up and score ``flights``; one :class:`Prediction` each, in order."""
-        frame = flights_frame(flights)
+    def score(self, rows: list[BaseModel]) -> Scored:
+        """Look the features up and score ``rows`` (validated request rows); one prediction each, in order."""
+        frame = request_frame(self.schema, rows)
         served = self.lookup(frame)
         probabilities = self.probabilities(frame, served)
+        prediction = self.schema.prediction
         predictions = [
-            Prediction(
-                delay_probability=float(p),
-                delayed=bool(p >= self.threshold),
-                model_version=self.version,
-                request_id=uuid.uuid4().hex,
+            prediction(
+                **{
+                    self.schema.probability: float(p),
+                    self.schema.label: bool(p >= self.threshold),
+                    "model_version": self.version,
+                    "request_id": uuid.uuid4().hex,
+                }
             )
             for p in probabilities
         ]
-        return Scored(predictions=predictions, flights=frame, served=served)
+        return Scored(predictions=predictions, rows=frame, served=served, schema=self.schema)
 
 
-def flights_payload(flights: pd.DataFrame) -> dict[str, Any]:
-    """A ``/predict`` body from rows of the flights table (what replay, the smoke test and the demo send)."""
+def payload(schema: RequestSchema, rows: pd.DataFrame) -> dict[str, Any]:
+    """A ``/predict`` body from rows of the main table (what replay, the smoke test and the demo send)."""
     import pandas as pd
 
-    fields = [name for name in Flight.model_fields if name in flights.columns]
-    rows = flights[fields].astype(object).where(flights[fields].notna(), None).to_dict("records")
-    for row in rows:
-        stamp = row.get("time_hour")
-        if isinstance(stamp, pd.Timestamp | datetime):
-            row["time_hour"] = (
-                pd.Timestamp(stamp).tz_localize("UTC").isoformat()
-                if stamp.tzinfo is None
-                else (pd.Timestamp(stamp).tz_convert("UTC").isoformat())
-            )
-        for name in ("flight", "sched_dep_time"):
-            if row.get(name) is not None:
-                row[name] = int(row[name])
-        if row.get("distance") is not None:
-            row["distance"] = float(row["distance"])
-    return {"flights": rows}
+    fields = [name for name in schema.columns if name in rows.columns]
+    frame = rows[fields].astype(object).where(rows[fields].notna(), None)
+    if schema.event_time in frame.columns:
+        stamps = pd.to_datetime(rows[schema.event_time], utc=True)
+        frame[schema.event_time] = [s.isoformat() if not pd.isna(s) else None for s in stamps]
+    records = frame.to_dict("records")
+    numbers = {name: _PYTHON_TYPES[schema.types[name]] for name in fields if schema.types[name] in ("int", "float")}
+    for record in records:
+        for name, kind in numbers.items():
+            if record.get(name) is not None:
+                record[name] = kind(record[name])
+    return {schema.collection: records}

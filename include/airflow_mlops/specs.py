@@ -41,7 +41,7 @@ class _Strict(BaseModel):
 
 
 class TargetRule(_Strict):
-    """The label: a rule on a column of the example (``dep_delay >= 15``), or a function that may look ahead.
+    """The label: a rule on a column of the example (``amount >= 100``), or a function that may look ahead.
 
     ``rule`` thresholds a column of the example's own row. ``function`` (``module:function``, looked up beside
     the dataset files) is called with the window's examples and the dataset's tables up to ``horizon_days``
@@ -59,7 +59,7 @@ class TargetRule(_Strict):
     def _parse(cls, value: str | None) -> str | None:
         if value is not None and not _TARGET_RULE.match(value):
             raise ValueError(
-                f"{value!r} is not a target rule; write '<column> <op> <number>', for example 'dep_delay >= 15'"
+                f"{value!r} is not a target rule; write '<column> <op> <number>', for example 'amount >= 100'"
             )
         return value.strip() if value else value
 
@@ -151,7 +151,7 @@ class Quality(_Strict):
     min_auc: float = Field(default=0.65, ge=0.5, le=1)
     min_improvement: float = Field(default=0.0, ge=-1, le=1)
     max_slice_auc_drop: float = Field(default=0.05, ge=0, le=1)
-    slices: list[str] = Field(default_factory=lambda: ["origin", "carrier"])
+    slices: list[str] = Field(default_factory=list, description="columns whose values each keep their AUC")
 
 
 class DriftPolicy(_Strict):
@@ -162,7 +162,7 @@ class DriftPolicy(_Strict):
     max_quality_drop: float = Field(default=0.05, ge=0, le=1)
     min_rows: int = Field(default=500, ge=1)
     #: Current data of the run for day D: the served traffic of D and the days before it (a week smooths the
-    #: features that are constant within a day, such as the weather hour or the day of week).
+    #: features that are constant within a day, such as an hourly reading or the day of week).
     current_days: int = Field(default=7, ge=1, le=90)
     cooldown_hours: float = Field(default=24, ge=0)
     #: Evidently stat tests: distances by default (their threshold means the same at every sample size;
@@ -219,6 +219,15 @@ class Deploy(_Strict):
     smoke_tolerance: Annotated[float, Field(ge=0, le=1)] = 1e-6
 
 
+class Output(_Strict):
+    """The names of a prediction's fields in the endpoint's answer."""
+
+    probability: str = Field(default="probability", pattern=_NAME, description="the positive class's probability")
+    label: str | None = Field(
+        default=None, pattern=_NAME, description="the decision (probability >= threshold); default: the target's name"
+    )
+
+
 class ModelSpec(_Strict):
     """One model's contract with the platform (``include/models/<name>.yaml``)."""
 
@@ -234,6 +243,7 @@ class ModelSpec(_Strict):
     quality: Quality = Field(default_factory=Quality)
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     deploy: Deploy = Field(default_factory=Deploy)
+    output: Output = Field(default_factory=Output)
 
     @field_validator("dataset")
     @classmethod
@@ -244,6 +254,11 @@ class ModelSpec(_Strict):
         if value not in known:
             raise ValueError(f"unknown dataset {value!r}; known datasets: {', '.join(sorted(known)) or 'none'}")
         return value
+
+    @property
+    def label_field(self) -> str:
+        """The name of the decision in a prediction (``output.label``, else the target's name)."""
+        return self.output.label or self.target.name
 
 
 #: Why one spec file could not be loaded (file, dotted field, reason).

@@ -1,6 +1,6 @@
 """The bare baseline of the endpoint benchmark: FastAPI under uvicorn doing the endpoint's lookup and predict.
 
-``POST /predict`` takes the endpoint's body (``{"flights": [...]}``, validated by the same pydantic models) and
+``POST /predict`` takes the endpoint's body (``{"flights": [...]}``, validated by the same generated models) and
 answers ``{"predictions": [...]}`` through the same :class:`airflow_mlops.serving.Predictor` (Feast online lookup,
 then the model) for the same registered version, loaded with :func:`airflow_mlops.registry.load_model`. It has
 none of the endpoint's other work: no BentoML runtime, no prediction log, no metrics, no body limit. The route is
@@ -14,10 +14,9 @@ loaded. Started by ``bench_endpoint`` as::
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from fastapi import FastAPI
-
-from airflow_mlops.serving import PredictRequest, PredictResponse
 
 
 def create_app() -> FastAPI:
@@ -35,9 +34,11 @@ def create_app() -> FastAPI:
 
     app = FastAPI(title=f"bare {name} v{ref.version}", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.post("/predict", response_model=PredictResponse)
-    def predict(body: PredictRequest) -> PredictResponse:
-        return PredictResponse(predictions=predictor.score(body.flights).predictions)
+    schema = predictor.schema
+
+    @app.post("/predict", response_model=schema.response)
+    def predict(body: schema.request) -> Any:  # type: ignore[valid-type]
+        return schema.response(predictions=predictor.score(getattr(body, schema.collection)).predictions)
 
     @app.get("/readyz")
     def readyz() -> dict[str, str]:

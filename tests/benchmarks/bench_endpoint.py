@@ -146,14 +146,16 @@ def request_pool(settings: Settings, day: date, size: int) -> list[dict[str, Any
     import pandas as pd
     from pydantic import ValidationError
 
-    from airflow_mlops.serving import Flight, flights_payload
+    from airflow_mlops.pipeline import model_spec
+    from airflow_mlops.serving import payload, request_schema
     from airflow_mlops.zones import partition_path
 
+    schema = request_schema(model_spec(MODEL, settings), settings)
     frame = pd.read_parquet(partition_path(settings.validated_dir, "flights", "flights", day))
     rows = []
-    for row in flights_payload(frame)["flights"]:
+    for row in payload(schema, frame)["flights"]:
         try:
-            Flight.model_validate(row)
+            schema.row.model_validate(row)
         except ValidationError:
             continue
         rows.append(row)
@@ -405,10 +407,10 @@ def in_process_point(state: State, seconds: float, label: str, threads: int | No
     from threadpoolctl import threadpool_limits
 
     from airflow_mlops.registry import load_model
-    from airflow_mlops.serving import Flight, Predictor
+    from airflow_mlops.serving import Predictor
 
     predictor = Predictor(state.spec, load_model(state.ref, state.settings), state.ref.version, settings=state.settings)
-    flights = [Flight.model_validate(body["flights"][0]) for body in state.bodies]
+    flights = [predictor.schema.row.model_validate(body["flights"][0]) for body in state.bodies]
     rng = random.Random(7)
     point = Point(label, 1)
     clock = time.perf_counter
@@ -432,10 +434,10 @@ def in_process_point(state: State, seconds: float, label: str, threads: int | No
 def log_records_ms(state: State, calls: int = 200) -> float:
     """Median time of ``Scored.log_records`` for one scored flight (what the endpoint adds to build its log)."""
     from airflow_mlops.registry import load_model
-    from airflow_mlops.serving import Flight, Predictor
+    from airflow_mlops.serving import Predictor
 
     predictor = Predictor(state.spec, load_model(state.ref, state.settings), state.ref.version, settings=state.settings)
-    scored = [predictor.score([Flight.model_validate(body["flights"][0])]) for body in state.bodies[:20]]
+    scored = [predictor.score([predictor.schema.row.model_validate(body["flights"][0])]) for body in state.bodies[:20]]
     times = []
     for n in range(calls):
         mark = time.perf_counter()

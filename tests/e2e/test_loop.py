@@ -46,6 +46,7 @@ from airflow_mlops.airflow_runtime import (
 from airflow_mlops.deploy.local import stop as stop_endpoint
 from airflow_mlops.ingest import days
 from airflow_mlops.monitoring import reports_dir
+from airflow_mlops.pipeline import model_spec
 from airflow_mlops.replay import replay
 from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, Settings, load_settings
 
@@ -152,8 +153,8 @@ def test_the_closed_loop(loop: Loop) -> None:
     assert _champion() == first
 
     # 3. Live traffic, then monitoring: drift, report, event.
-    sent = replay(loop.url, TRAFFIC, batch=100)
-    assert sent.failed_requests == 0 and sent.predicted == sent.flights > 2000
+    sent = replay(model_spec("flight_delay"), loop.url, TRAFFIC, batch=100)
+    assert sent.failed_requests == 0 and sent.predicted == sent.rows > 2000
     before = {r["run_id"] for r in api.dag_runs(TRAIN)}
     monitor_run = api.trigger(MONITOR, day_start(LAST))
     assert api.wait_for_run(MONITOR, monitor_run, timeout=900) == "success"

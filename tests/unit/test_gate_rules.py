@@ -29,7 +29,13 @@ def spec(**quality: Any) -> ModelSpec:
             "target": {"rule": "dep_delay >= 15", "name": "delayed"},
             "features": ["distance"],
             "algorithm": {"name": "hist_gradient_boosting"},
-            "quality": {"min_auc": 0.65, "min_improvement": 0.0, "max_slice_auc_drop": 0.02, **quality},
+            "quality": {
+                "min_auc": 0.65,
+                "min_improvement": 0.0,
+                "max_slice_auc_drop": 0.02,
+                "slices": ["origin", "carrier"],  # the flights example's slices (no default)
+                **quality,
+            },
         }
     )
 

@@ -71,7 +71,8 @@ def spec() -> ModelSpec:
 def fake_predictor(monkeypatch: pytest.MonkeyPatch) -> Callable[[Store], None]:
     def install(store: Store) -> None:
         class FakePredictor:
-            def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+            def __init__(self, spec: ModelSpec, *args: Any, **kwargs: Any) -> None:
+                self.schema = serving.request_schema(spec)  # the real request schema of the spec
 
             def lookup(self, flights: pd.DataFrame) -> pd.DataFrame:
                 return pd.DataFrame({"temp": [store.lookup()] * len(flights)}, index=flights.index)

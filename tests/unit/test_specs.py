@@ -100,7 +100,7 @@ def test_defaults_fill_optional_sections(tmp_path: Path) -> None:
     assert isinstance(spec, ModelSpec)
     assert spec.target.name == "label"
     assert spec.quality.min_auc == pytest.approx(0.65)
-    assert spec.quality.slices == ["origin", "carrier"]
+    assert spec.quality.slices == []  # no slice checks unless the spec names columns
     assert spec.drift.drift_share == pytest.approx(0.3)
     assert spec.deploy.target == "local"
 
@@ -143,7 +143,7 @@ INVALID_CASES: list[tuple[str, str, str, tuple[str, ...]]] = [
         "bad-target-rule",
         VALID.format(name="broken").replace("rule: dep_delay >= 15", "rule: dep_delay is late"),
         "target.rule",
-        ("'dep_delay is late'", "not a target rule", "dep_delay >= 15"),
+        ("'dep_delay is late'", "not a target rule", "'<column> <op> <number>'"),
     ),
     (
         "holdout-not-inside-window",

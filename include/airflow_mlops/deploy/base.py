@@ -88,7 +88,7 @@ class DeployTarget(Protocol):
         ...
 
     def invoke(self, deployment: Deployment, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send one ``/predict`` body (``{"flights": [...]}``) to the staged bento; return the JSON answer."""
+        """Send one ``/predict`` body (``{"<main table>": [...]}``) to the staged bento; return the JSON answer."""
         ...
 
     def commit(self, deployment: Deployment) -> Deployment:

@@ -8,7 +8,7 @@ The stable URL (``http://127.0.0.1:<deploy.local.port>``, 3000 by default) is th
    for ``/readyz`` (the model loaded, the service up); the router is started first if it is not running.
 2. The smoke test calls the new server directly (:meth:`LocalTarget.invoke`).
 3. :meth:`LocalTarget.commit` switches the router to the new server (atomic replace of the state file), waits
-   until the old server has no request in flight, then stops it. No request is lost during the switch.
+   until the old server has no request pending, then stops it. No request is lost during the switch.
    :meth:`LocalTarget.rollback` stops the new server instead; the old one never stopped serving.
 
 Servers run in their own sessions, so they outlive the Airflow task that started them; ``airflow-mlops
@@ -270,10 +270,10 @@ class LocalTarget:
     def _wait_drained(self, router_url: str, url: str) -> None:
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while time.monotonic() < deadline:
-            if not self._router_status(router_url).get("inflight", {}).get(url):
+            if not self._router_status(router_url).get("pending", {}).get(url):
                 return
             time.sleep(0.05)
-        log.warning("%s still had requests in flight after %.0f s; stopping it anyway", url, DRAIN_TIMEOUT)
+        log.warning("%s still had requests pending after %.0f s; stopping it anyway", url, DRAIN_TIMEOUT)
 
 
 def status(model: str, settings: Settings | None = None) -> dict[str, Any]:

@@ -73,12 +73,12 @@ def resource_name(*parts: str) -> str:
 
 
 def endpoint_name(model: str) -> str:
-    """The stable endpoint name of a model: ``flight_delay`` -> ``flight-delay``."""
+    """The stable endpoint name of a model: ``basket_value`` -> ``basket-value``."""
     return resource_name(model)
 
 
 def version_name(model: str, version: int, bento_version: str) -> str:
-    """Name of the SageMaker model and endpoint config of one bento: ``flight-delay-v3-<bento version>``."""
+    """Name of the SageMaker model and endpoint config of one bento: ``basket-value-v3-<bento version>``."""
     return resource_name(model, f"v{version}", bento_version)
 
 

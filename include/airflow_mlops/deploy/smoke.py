@@ -1,7 +1,7 @@
 """The smoke test after every deployment: the endpoint must answer like the registry's model.
 
-Holdout flights of the version's training window (real validated rows) go through the staged deployment
-(:meth:`DeployTarget.invoke`). The same flights are scored offline by the same registered version loaded
+Holdout examples of the version's training window (real validated rows) go through the staged deployment
+(:meth:`DeployTarget.invoke`). The same examples are scored offline by the same registered version loaded
 from MLflow, with the same online feature lookup (:class:`airflow_mlops.serving.Predictor`). The test passes
 when every answer carries the version being deployed and every probability matches within the spec's
 ``deploy.smoke_tolerance``. A failure names the rows that differ.
@@ -52,10 +52,10 @@ class SmokeResult:
         return asdict(self)
 
 
-def holdout_flights(
+def holdout_examples(
     spec: ModelSpec, training_set_dir: str | Path, rows: int, settings: Settings | None = None
 ) -> pd.DataFrame:
-    """``rows`` validated flights of the holdout of the training set saved in ``training_set_dir`` (spread evenly)."""
+    """``rows`` validated examples of the holdout of the training set in ``training_set_dir`` (spread evenly)."""
     import pandas as pd
 
     from airflow_mlops.datasets import validated_examples
@@ -70,9 +70,9 @@ def holdout_flights(
     chosen = holdout.iloc[::step].head(rows)
     frames = []
     for day, group in chosen.groupby(PARTITION):
-        flights = pd.read_parquet(validated_examples(spec.dataset, date.fromisoformat(str(day)), settings))
+        examples = pd.read_parquet(validated_examples(spec.dataset, date.fromisoformat(str(day)), settings))
         positions = (group[ROW_ID] % ROW_ID_DAY_FACTOR).to_numpy()
-        frames.append(flights.iloc[positions])
+        frames.append(examples.iloc[positions])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -80,29 +80,30 @@ def smoke_test(
     spec: ModelSpec,
     target: DeployTarget,
     deployment: Deployment,
-    flights: pd.DataFrame,
+    examples: pd.DataFrame,
     *,
     settings: Settings | None = None,
 ) -> SmokeResult:
-    """Compare the deployment's answers for ``flights`` with the registered version's offline predictions."""
+    """Compare the deployment's answers for ``examples`` with the registered version's offline predictions."""
     from airflow_mlops.registry import ModelVersionRef, load_model
-    from airflow_mlops.serving import Predictor, PredictRequest, flights_frame, flights_payload
+    from airflow_mlops.serving import Predictor, payload, request_frame
 
     settings = settings or get_settings()
     started = time.perf_counter()
-    payload = flights_payload(flights)
-    request = PredictRequest.model_validate(payload)
     ref = ModelVersionRef(name=spec.name, version=deployment.version, run_id="", created=False)
     predictor = Predictor(spec, load_model(ref, settings), deployment.version, settings=settings)
-    frame = flights_frame(request.flights)
+    schema = predictor.schema
+    body = payload(schema, examples)
+    rows = getattr(schema.request.model_validate(body), schema.collection)
+    frame = request_frame(schema, rows)
     failures: list[str] = []
     for attempt in range(1, STABLE_ATTEMPTS + 1):
         served = predictor.lookup(frame)
         try:
-            online = target.invoke(deployment, payload)["predictions"]
+            online = target.invoke(deployment, body)["predictions"]
         except Exception as exc:
             return SmokeResult(
-                False, len(flights), float("nan"), 0, [f"endpoint call failed: {exc}"], time.perf_counter() - started
+                False, len(examples), float("nan"), 0, [f"endpoint call failed: {exc}"], time.perf_counter() - started
             )
         if predictor.lookup(frame).equals(served):
             break
@@ -110,21 +111,20 @@ def smoke_test(
         time.sleep(1)
     else:
         failures.append(f"the online store changed during each of {STABLE_ATTEMPTS} calls: nothing to compare with")
-    if len(online) != len(request.flights):
-        failures.append(f"{len(online)} predictions for {len(request.flights)} flights")
+    if len(online) != len(rows):
+        failures.append(f"{len(online)} predictions for {len(rows)} rows")
     expected = predictor.probabilities(frame, served)
     wrong_version = sum(1 for p in online if int(p.get("model_version", -1)) != deployment.version)
     if wrong_version:
         failures.append(f"{wrong_version} answers are not from version {deployment.version}")
     max_diff = 0.0
     for index, (p, want) in enumerate(zip(online, expected, strict=False)):
-        diff = abs(float(p["delay_probability"]) - float(want))
+        diff = abs(float(p[schema.probability]) - float(want))
         max_diff = max(max_diff, diff)
         if diff > spec.deploy.smoke_tolerance and len(failures) < 10:
-            flight = request.flights[index]
+            shown = ", ".join(f"{name}={getattr(rows[index], name)}" for name in schema.columns)
             failures.append(
-                f"flight {flight.carrier}{flight.flight} {flight.time_hour.isoformat()}: endpoint "
-                f"{float(p['delay_probability']):.6f} vs offline {float(want):.6f}"
+                f"row {index} ({shown}): endpoint {float(p[schema.probability]):.6f} vs offline {float(want):.6f}"
             )
     return SmokeResult(
         passed=not failures,
