@@ -7,7 +7,8 @@ DAG reads next to the day's true outcomes.
 Sinks, chosen by the settings' ``predictions`` database URL (``MLOPS_PREDICTION_LOG_URL``):
 
 - a PostgreSQL URL (the default: the ``predictions`` database of the embedded PostgreSQL in the local
-  profile; required in production): the table ``prediction_log``, created on first write;
+  profile; required in production): one table per model, ``prediction_log_<model>``, created on first write
+  (each model logs its own request fields, so two models never share a table's columns);
 - ``file:///folder``: partitioned parquet, ``<folder>/<model>/date=YYYY-MM-DD/part-<time>-<id>.parquet``
   (written aside, then renamed), for a machine without any database.
 
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TABLE = "prediction_log"
+
+
+def table_of(model: str) -> str:
+    """The PostgreSQL table of ``model``'s prediction log (model names are lower-case identifiers)."""
+    return f"{TABLE}_{model}"
 
 
 def _log_url(settings: Settings, url: str | None) -> str:
@@ -90,7 +96,7 @@ def make_sink(model: str, settings: Settings | None = None, url: str | None = No
     """The sink of ``url`` (default: the settings' ``predictions`` database); see the module doc."""
     url = _log_url(settings or get_settings(), url)
     folder = _parquet_dir(url, model)
-    return ParquetSink(folder) if folder is not None else PostgresSink(url)
+    return ParquetSink(folder) if folder is not None else PostgresSink(url, table_of(model))
 
 
 @dataclass
@@ -191,10 +197,11 @@ def read_predictions(
         engine = create_engine(url.replace("postgres://", "postgresql://", 1))
         try:
             with engine.connect() as conn:
-                if not conn.execute(text("select to_regclass(:t)"), {"t": TABLE}).scalar():
+                table = table_of(model)
+                if not conn.execute(text("select to_regclass(:t)"), {"t": table}).scalar():
                     return pd.DataFrame()
                 return pd.read_sql(
-                    text(f"select * from {TABLE} where model = :m and date = :d"),
+                    text(f"select * from {table} where model = :m and date = :d"),
                     conn,
                     params={"m": model, "d": day.isoformat()},
                 )

@@ -1,4 +1,4 @@
-"""The production prediction log: the ``prediction_log`` table on the machine's PostgreSQL (a fresh database)."""
+"""The production prediction log: one ``prediction_log_<model>`` table per model on the machine's PostgreSQL."""
 
 from __future__ import annotations
 
@@ -40,4 +40,11 @@ def test_prediction_log_table_in_postgres() -> None:
         assert sorted(day["request_id"]) == ["r0", "r1", "r2"]
         assert list(day.sort_values("request_id")["temp"]) == [20.0, 21.0, 22.0]
         assert read_predictions("other_model", date(2013, 1, 14), url=url).empty
+        # Another model logs other request fields into a table of its own; neither disturbs the other.
+        other = PredictionLog(make_sink("basket_value", url=url), flush_seconds=0.05)
+        other.log([{"request_id": "b0", "model": "basket_value", "date": "2013-01-14", "store": "S1", "value": 3.5}])
+        other.close()
+        assert other.stats.written == 1 and other.stats.failed == 0
+        assert list(read_predictions("basket_value", date(2013, 1, 14), url=url)["store"]) == ["S1"]
+        assert len(read_predictions("flight_delay", date(2013, 1, 14), url=url)) == 3
         sink.engine.dispose()
