@@ -8,14 +8,11 @@ triggerer) as a process group on a loopback port with the project's DAGs, plugin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import secrets
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from airflow_mlops.processes import free_port, stop_process_group
 from airflow_mlops.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -39,13 +37,6 @@ TERMINAL_RUN_STATES = {"success", "failed"}
 
 class AirflowRuntimeError(RuntimeError):
     """Airflow did not start, did not answer, or a run did not succeed; the message says which."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def airflow_env(port: int, settings: Settings | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -275,26 +266,6 @@ def _health(url: str) -> str:
 def stop_airflow(pid: int, timeout: float = 60) -> None:
     """Stop the process group started by :func:`start_airflow`: SIGTERM, then SIGKILL after ``timeout``."""
     stop_process_group(pid, timeout)
-
-
-def stop_process_group(pid: int, timeout: float = 60) -> None:
-    """Stop a server the project started in its own session (process group ``pid``): SIGTERM, then SIGKILL."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            break
-        with contextlib.suppress(ChildProcessError):  # reap our child so it does not linger as a zombie
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.5)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
 
 
 def get_token(url: str, username: str, password: str) -> str:

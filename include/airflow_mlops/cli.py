@@ -113,7 +113,7 @@ def ingest(start: date, end: date, dataset: str | None) -> None:
 def status_report() -> dict[str, Any]:
     """What ``airflow-mlops status`` shows: state folder, databases (masked), models, endpoints, data."""
     from airflow_mlops.airflow_runtime import running_airflow
-    from airflow_mlops.datasets import load_datasets
+    from airflow_mlops.datasets import all_sources, load_datasets
     from airflow_mlops.embedded_db import embedded
     from airflow_mlops.gate import list_quarantine
     from airflow_mlops.mlflow_runtime import running_mlflow
@@ -158,7 +158,7 @@ def status_report() -> dict[str, Any]:
         "airflow_home": str(settings.airflow_home),
         "databases": databases,
         "embedded_postgres": db,
-        "sources": settings.sources,
+        "sources": all_sources(settings),
         "dataset_errors": [str(e) for e in datasets.errors],
         "models": {
             name: {"dataset": s.dataset, "feature_service": s.feature_service, "deploy_target": s.deploy.target}
@@ -273,7 +273,8 @@ def airflow_start(port: int, celery: bool) -> None:
 
 
 def _ensure_airflow(port: int, celery: bool = False) -> Any:
-    from airflow_mlops.airflow_runtime import AirflowRuntimeError, free_port, running_airflow, start_airflow
+    from airflow_mlops.airflow_runtime import AirflowRuntimeError, running_airflow, start_airflow
+    from airflow_mlops.processes import free_port
 
     settings = get_settings()
     server = running_airflow(settings)

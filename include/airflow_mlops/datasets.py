@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airflow_mlops.config_files import ConfigError, load_model_folder
-from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.settings import SOURCE_PREFIX, Settings, SettingsError, get_settings
 from airflow_mlops.user_code import is_dotted_path
 from airflow_mlops.zones import partition_days, partition_path
 
@@ -292,3 +292,22 @@ def validated_examples(dataset: str, day: date, settings: Settings | None = None
     """The validated file of the dataset's main table for ``day`` (it may not exist)."""
     settings = settings or get_settings()
     return partition_path(settings.validated_dir, dataset, dataset_spec(dataset, settings).main_table, day)
+
+
+def source_of(dataset: str, settings: Settings | None = None) -> str:
+    """Where the raw data of ``dataset`` comes from: ``MLOPS_SOURCE_<DATASET>``, else its file's ``source``."""
+    settings = settings or get_settings()
+    if dataset in settings.source_overrides:
+        return settings.source_overrides[dataset]
+    try:
+        return dataset_spec(dataset, settings).source
+    except DatasetNotFoundError as exc:
+        raise SettingsError(
+            f"no source for dataset {dataset!r}: {exc}; declare it there or set {SOURCE_PREFIX}{dataset.upper()}"
+        ) from None
+
+
+def all_sources(settings: Settings | None = None) -> dict[str, str]:
+    """The source of every declared dataset (and of every ``MLOPS_SOURCE_<DATASET>`` given)."""
+    settings = settings or get_settings()
+    return {**{name: spec.source for name, spec in get_datasets(settings).items()}, **settings.source_overrides}

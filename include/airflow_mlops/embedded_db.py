@@ -35,9 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airflow_mlops.airflow_runtime import free_port
 from airflow_mlops.locks import file_lock
-from airflow_mlops.mlflow_runtime import port_in_use
+from airflow_mlops.processes import free_port, port_in_use
 
 if TYPE_CHECKING:
     from airflow_mlops.settings import Settings

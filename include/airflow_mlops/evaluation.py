@@ -189,7 +189,7 @@ def predict_proba(model: Any, frame: pd.DataFrame) -> Any:
     The pipeline says which of its columns are numeric and which categorical, so a column that happens to
     be all missing (float NaN) in ``frame`` is still given to the encoder as a categorical one.
     """
-    from airflow_mlops.training import model_columns, model_input
+    from airflow_mlops.model_input import model_columns, model_input
 
     numeric, categorical = model_columns(model)
     missing = [c for c in (*numeric, *categorical) if c not in frame.columns]

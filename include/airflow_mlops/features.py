@@ -42,7 +42,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.datasets import DatasetNotFoundError, dataset_spec
+from airflow_mlops.datasets import DatasetNotFoundError, dataset_spec, source_of
 from airflow_mlops.locks import file_lock
 from airflow_mlops.settings import PROJECT_ROOT, Profile, Settings, get_settings
 from airflow_mlops.user_code import UserCodeError, load_callable
@@ -333,7 +333,7 @@ def build_features(dataset: str, day: date, *, settings: Settings | None = None)
         warnings.append(str(message))
 
     def reference(name: str) -> pd.DataFrame | None:
-        source = make_source(settings.source(dataset), settings)
+        source = make_source(source_of(dataset, settings), settings)
         read = getattr(source, "reference", None)
         found = read(name) if read is not None else None
         if found is None:

@@ -28,7 +28,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from airflow_mlops.datasets import get_datasets
+from airflow_mlops.datasets import get_datasets, source_of
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.user_code import UserCodeError, is_dotted_path, load_callable
 from airflow_mlops.zones import file_sha256, partition_path, write_parquet_together
@@ -212,7 +212,7 @@ def land_partition(
     layout = known.get(dataset)
     if layout is None:
         raise IngestError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(known)) or 'none'}")
-    source = source or make_source(settings.source(dataset), settings)
+    source = source or make_source(source_of(dataset, settings), settings)
 
     # Read everything first: if any table fails or is empty, nothing is written.
     try:
@@ -268,7 +268,7 @@ def land_range(
     known = get_datasets(settings)
     if dataset not in known:
         raise IngestError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(known)) or 'none'}")
-    source = make_source(settings.source(dataset), settings)
+    source = make_source(source_of(dataset, settings), settings)
     results = []
     for day in days(start, end):
         result = land_partition(dataset, day, source=source, settings=settings)

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import click
 import httpx
 
-from airflow_mlops.airflow_runtime import free_port, stop_process_group
+from airflow_mlops.processes import free_port, port_in_use, stop_process_group
 from airflow_mlops.settings import Settings, SettingsError, get_settings, mask_url
 
 log = logging.getLogger(__name__)
@@ -204,17 +203,6 @@ def server_env(backend_uri: str, base: dict[str, str] | None = None) -> dict[str
     return env
 
 
-def port_in_use(port: int) -> bool:
-    """Whether something listens on ``127.0.0.1:port`` (a bind the server would make fails)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last ``lines`` lines of a log file (empty if it cannot be read)."""
     try:
@@ -341,7 +329,7 @@ def _wait_healthy(server: MlflowServer, proc: subprocess.Popen[bytes], timeout: 
 def stop_mlflow(pid: int, timeout: float = 30) -> None:
     """Stop the process group started by :func:`start_mlflow`: SIGTERM, then SIGKILL after ``timeout``.
 
-    The same process-group stop as Airflow's (:func:`airflow_mlops.airflow_runtime.stop_process_group`).
+    The same process-group stop as Airflow's (:func:`airflow_mlops.processes.stop_process_group`).
     """
     stop_process_group(pid, timeout=timeout)
 

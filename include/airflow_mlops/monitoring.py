@@ -139,9 +139,8 @@ def reference_frame(
     spec: ModelSpec, champion: ModelVersionRef, settings: Settings
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The champion's training set (train rows) as model input, with its ``(numeric, categorical)`` columns."""
-    from airflow_mlops.pipeline import training_dir
     from airflow_mlops.registry import configure_mlflow, mlflow_client
-    from airflow_mlops.training import SPLIT, TRAIN, TrainingSet, build_training_set, model_input
+    from airflow_mlops.training import SPLIT, TRAIN, TrainingSet, build_training_set, model_input, training_dir
 
     configure_mlflow(settings)
     tags = mlflow_client(settings).get_run(champion.run_id).data.tags

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.datasets import validated_example_days, validated_examples
@@ -305,11 +304,6 @@ def features_day(
     return {"features": {**built, "online": online, "announce": reasons}, "new_windows": new_windows}
 
 
-def training_dir(settings: Settings, model: str, window_end: date) -> Path:
-    """Where the training set of a window is kept for the tasks after it."""
-    return settings.home / "training" / model / f"window_end={window_end.isoformat()}"
-
-
 def prepare_training_set(
     model: str,
     window_end: str | None,
@@ -328,6 +322,8 @@ def prepare_training_set(
         log.info("%s: nothing to train: %s", model, end.reason)
         return {"skip": end.reason}
     training_set = build_training_set(spec, end, settings=settings)
+    from airflow_mlops.training import training_dir
+
     folder = training_set.save(training_dir(settings, model, end))
     summary = training_set.summary()
     log.info("%s: training set of %s saved in %s (run %s)", model, summary["window_end"], folder, run_id)
@@ -404,7 +400,8 @@ def package_version(model: str, version: dict[str, Any], *, settings: Settings |
 
 def deploy_bento(model: str, bento: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
     """Task ``deploy``: stage the bento on the spec's target beside what serves now."""
-    from airflow_mlops.deploy.base import Bento, get_target
+    from airflow_mlops.deploy.base import Bento
+    from airflow_mlops.deploy.targets import get_target
 
     settings = settings or get_settings()
     spec = model_spec(model, settings)
@@ -423,8 +420,9 @@ def smoke_and_commit(
     back (what served before keeps serving) and :class:`~airflow_mlops.deploy.smoke.SmokeTestFailed` is raised,
     so ``promote`` never runs and ``@champion`` stays where it is.
     """
-    from airflow_mlops.deploy.base import Deployment, get_target
+    from airflow_mlops.deploy.base import Deployment
     from airflow_mlops.deploy.smoke import SmokeTestFailed, holdout_examples, smoke_test
+    from airflow_mlops.deploy.targets import get_target
 
     settings = settings or get_settings()
     spec = model_spec(model, settings)

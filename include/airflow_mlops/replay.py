@@ -37,12 +37,12 @@ class ReplayResult:
 
 def day_examples(spec: ModelSpec, day: date, settings: Settings | None = None) -> Any:
     """The main table's rows of ``day`` from the dataset's source."""
-    from airflow_mlops.datasets import dataset_spec
+    from airflow_mlops.datasets import dataset_spec, source_of
     from airflow_mlops.ingest import make_source
 
     settings = settings or get_settings()
     main = dataset_spec(spec.dataset, settings).main_table
-    return make_source(settings.source(spec.dataset), settings).read(main, day)
+    return make_source(source_of(spec.dataset, settings), settings).read(main, day)
 
 
 def replay(

@@ -212,7 +212,7 @@ class Predictor:
     """A fitted pipeline of one registered version, with the spec's feature lookup and decision threshold."""
 
     def __init__(self, spec: ModelSpec, model: Any, version: int, *, settings: Settings | None = None) -> None:
-        from airflow_mlops.training import model_columns
+        from airflow_mlops.model_input import model_columns
 
         self.spec = spec
         self.model = model

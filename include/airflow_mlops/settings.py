@@ -143,26 +143,6 @@ class Settings:
     def plugins_dir(self) -> Path:
         return PROJECT_ROOT / "plugins"
 
-    def source(self, dataset: str) -> str:
-        """Where the raw data of ``dataset`` comes from: ``MLOPS_SOURCE_<DATASET>``, else its file's ``source``."""
-        if dataset in self.source_overrides:
-            return self.source_overrides[dataset]
-        from airflow_mlops.datasets import DatasetNotFoundError, dataset_spec
-
-        try:
-            return dataset_spec(dataset, self).source
-        except DatasetNotFoundError as exc:
-            raise SettingsError(
-                f"no source for dataset {dataset!r}: {exc}; declare it there or set {SOURCE_PREFIX}{dataset.upper()}"
-            ) from None
-
-    @property
-    def sources(self) -> dict[str, str]:
-        """The source of every declared dataset (and of every ``MLOPS_SOURCE_<DATASET>`` given)."""
-        from airflow_mlops.datasets import get_datasets
-
-        return {**{name: spec.source for name, spec in get_datasets(self).items()}, **self.source_overrides}
-
 
 def mask_url(url: str) -> str:
     """``url`` with its password shown as ``***`` (for logs, status and messages); non-URLs unchanged."""

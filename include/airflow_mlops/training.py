@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.datasets import dataset_spec, validated_examples
 from airflow_mlops.features import TIMESTAMP, entity_frame, historical_features
+from airflow_mlops.model_input import categorical_values, model_input
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec
 from airflow_mlops.user_code import load_callable
@@ -87,6 +88,11 @@ CALENDAR_FEATURES: dict[str, Callable[[pd.Series], pd.Series]] = {
 
 class TrainingError(RuntimeError):
     """A training set cannot be built or a model cannot be fitted; the message says what and where."""
+
+
+def training_dir(settings: Settings, model: str, window_end: date) -> Path:
+    """Where the training set of a window is kept for the tasks after it (and monitoring's reference)."""
+    return settings.home / "training" / model / f"window_end={window_end.isoformat()}"
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,7 @@ class TrainingSet:
         frame = pq.read_table(frame_path).to_pandas()
         for column in frame.columns:  # parquet gives None for missing strings; the frame had NaN
             if frame[column].dtype == object:
-                frame[column] = _categorical(frame[column])
+                frame[column] = categorical_values(frame[column])
         loaded = cls(
             frame=frame,
             model=meta["model"],
@@ -240,26 +246,6 @@ class FitResult:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _categorical(values: pd.Series) -> pd.Series:
-    """Strings as Python objects, every kind of missing value as NaN (what the encoders expect)."""
-    import numpy as np
-
-    # ``where`` alone would turn an all-missing column into float64, which the encoders refuse.
-    return values.astype(object).where(values.notna(), np.nan).astype(object)
-
-
-def model_input(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
-    """The model's input columns of ``frame``: ``numeric`` as float64, then ``categorical`` as object/NaN."""
-    import pandas as pd
-
-    missing = [c for c in (*numeric, *categorical) if c not in frame.columns]
-    if missing:
-        raise TrainingError(f"frame lacks the model input columns {', '.join(missing)}")
-    data = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in numeric}
-    data.update({c: _categorical(frame[c]) for c in categorical})
-    return pd.DataFrame(data, index=frame.index)
-
-
 def serving_input(
     spec: ModelSpec, examples: pd.DataFrame, served: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]
 ) -> pd.DataFrame:
@@ -275,15 +261,6 @@ def serving_input(
     for name in served.columns:
         features.setdefault(name, served[name])
     return model_input(pd.DataFrame(features, index=examples.index), numeric, categorical)
-
-
-def model_columns(model: Any) -> tuple[list[str], list[str]]:
-    """The ``(numeric, categorical)`` input columns of a pipeline built by :func:`build_pipeline`."""
-    encode = getattr(model, "named_steps", {}).get("encode")
-    groups = {name: list(columns) for name, _, columns in getattr(encode, "transformers_", [])}
-    if "numeric" not in groups and "categorical" not in groups:
-        raise TrainingError("not a fitted airflow_mlops pipeline: no fitted 'encode' step with numeric/categorical")
-    return groups.get("numeric", []), groups.get("categorical", [])
 
 
 def _digest(frame: pd.DataFrame) -> str:
@@ -563,7 +540,7 @@ def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings 
     frame[SPLIT] = np.where(examples[PARTITION] >= holdout_start.isoformat(), HOLDOUT, TRAIN)
     for key in (*spec.entity_keys, *spec.quality.slices):
         if key not in frame.columns and key in examples.columns:
-            frame[key] = _categorical(examples[key])
+            frame[key] = categorical_values(examples[key])
     features: dict[str, pd.Series] = dict(schedule)
     for name in feast_columns:
         if name in features:

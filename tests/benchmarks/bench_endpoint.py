@@ -229,8 +229,8 @@ def start_bare(state: State, root: Path) -> Server:
     """``uvicorn`` (1 worker) serving ``bare_app`` for the champion, in its own session; once ``/readyz`` answers."""
     import httpx
 
-    from airflow_mlops.airflow_runtime import free_port
     from airflow_mlops.deploy.local import stop_tree
+    from airflow_mlops.processes import free_port
 
     port = free_port()
     log_path = root / "bare-app.log"
@@ -265,8 +265,8 @@ def start_bare(state: State, root: Path) -> Server:
 
 
 def start_endpoint(state: State) -> Server:
-    from airflow_mlops.airflow_runtime import free_port
     from airflow_mlops.deploy.local import start_bento_server
+    from airflow_mlops.processes import free_port
 
     started = time.perf_counter()
     record = start_bento_server(state.bento.tag, free_port(), state.settings, name=f"bench-{MODEL}")

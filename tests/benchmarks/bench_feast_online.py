@@ -176,7 +176,7 @@ def start_server(yaml_path: Path, env: dict[str, str], log: Path) -> tuple[subpr
     """``feast serve`` (the CLI) in its own process group; returns once ``/health`` answers."""
     import httpx
 
-    from airflow_mlops.airflow_runtime import free_port
+    from airflow_mlops.processes import free_port
 
     port = free_port()
     command = [FEAST, "-c", str(REPO_ROOT / "feature_repo"), "-f", str(yaml_path), "serve", "-h", "127.0.0.1"]

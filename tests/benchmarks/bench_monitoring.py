@@ -505,7 +505,8 @@ print(json.dumps({f"{s}.{k}": conf.get(s, k, fallback=None) for s, k in keys}))
 
 def scheduler_config(settings: Settings) -> dict[str, str]:
     """The scheduler settings as Airflow resolves them in the environment ``start_airflow`` gives it."""
-    from airflow_mlops.airflow_runtime import airflow_env, free_port
+    from airflow_mlops.airflow_runtime import airflow_env
+    from airflow_mlops.processes import free_port
 
     proc = subprocess.run(
         [sys.executable, "-c", CONFIG_PROBE, json.dumps(SCHEDULER_KEYS)],
@@ -649,7 +650,8 @@ def manual_sample(api: AirflowApi) -> TriggerSample:
 
 def measure_trigger(samples: int, tmp: Path, database_url: str) -> TriggerResult:
     """Start Airflow on PostgreSQL with an empty home, then alternate drift events and manual triggers."""
-    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, free_port, start_airflow, stop_airflow
+    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, start_airflow, stop_airflow
+    from airflow_mlops.processes import free_port
     from airflow_mlops.settings import load_settings
 
     result = TriggerResult()

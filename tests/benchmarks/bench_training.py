@@ -148,8 +148,8 @@ def prepare_window(root: Path, window_days: int) -> Window:
     settings = make_home(root, cache)
     days = [FIRST_DAY + timedelta(days=n) for n in range(window_days)]
     validate_days(settings, source, days)
-    from airflow_mlops.airflow_runtime import free_port
     from airflow_mlops.features import materialize_day
+    from airflow_mlops.processes import free_port
 
     for day in days:
         build_features("flights", day, settings=settings)
@@ -577,7 +577,8 @@ class OrchestrationResult:
 
 def measure_orchestration(window: Window, runs: int, tmp: Path, database_url: str) -> OrchestrationResult:
     """Start Airflow on PostgreSQL, then alternate DAG runs and plain runs; Airflow is stopped by its pid."""
-    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, free_port, start_airflow, stop_airflow
+    from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, start_airflow, stop_airflow
+    from airflow_mlops.processes import free_port
     from airflow_mlops.settings import load_settings
 
     result = OrchestrationResult()

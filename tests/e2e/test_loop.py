@@ -38,7 +38,6 @@ from airflow_mlops.airflow_runtime import (
     AirflowApi,
     AirflowServer,
     day_start,
-    free_port,
     get_token,
     start_airflow,
     stop_airflow,
@@ -47,6 +46,7 @@ from airflow_mlops.deploy.local import stop as stop_endpoint
 from airflow_mlops.ingest import days
 from airflow_mlops.monitoring import reports_dir
 from airflow_mlops.pipeline import model_spec
+from airflow_mlops.processes import free_port
 from airflow_mlops.replay import replay
 from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, Settings, load_settings
 

@@ -15,9 +15,10 @@ import pytest
 import yaml
 from nyc_flights import Nycflights13Source
 
-from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowServer, free_port, start_airflow, stop_airflow
+from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowServer, start_airflow, stop_airflow
 from airflow_mlops.embedded_db import ensure_started
 from airflow_mlops.ingest import days
+from airflow_mlops.processes import free_port
 from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, load_settings
 
 #: Days delivered to the integration session's file source (real nycflights13 rows).

@@ -36,9 +36,10 @@ import yaml
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
-from airflow_mlops.airflow_runtime import free_port
-from airflow_mlops.deploy.base import Bento, DeployError, Deployment, get_target
+from airflow_mlops.deploy.base import Bento, DeployError, Deployment
 from airflow_mlops.deploy.sagemaker import SageMakerTarget, endpoint_name, resource_name, version_name
+from airflow_mlops.deploy.targets import get_target
+from airflow_mlops.processes import free_port
 from airflow_mlops.settings import PROJECT_ROOT
 from airflow_mlops.specs import ModelSpec
 

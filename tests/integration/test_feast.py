@@ -31,8 +31,8 @@ import sqlalchemy
 from nyc_flights import Nycflights13Source
 
 from airflow_mlops import features
-from airflow_mlops.airflow_runtime import free_port
 from airflow_mlops.embedded_db import ensure_started
+from airflow_mlops.processes import free_port
 from airflow_mlops.settings import Settings, load_settings
 from airflow_mlops.zones import partition_path, write_parquet_atomic
 

@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from airflow_mlops import mlflow_runtime
-from airflow_mlops.airflow_runtime import free_port
 from airflow_mlops.embedded_db import embedded
 from airflow_mlops.mlflow_runtime import (
     MlflowRuntimeError,
@@ -35,6 +34,7 @@ from airflow_mlops.mlflow_runtime import (
     start_mlflow,
     stop_mlflow,
 )
+from airflow_mlops.processes import free_port
 from airflow_mlops.settings import Settings, load_settings, mask_url
 from tests.integration.conftest import fresh_postgres_database
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from airflow_mlops.airflow_runtime import free_port
 from airflow_mlops.deploy.base import DeployError
 from airflow_mlops.deploy.local import ensure_router, stop_tree
+from airflow_mlops.processes import free_port
 from airflow_mlops.settings import PROJECT_ROOT, load_settings
 from airflow_mlops.specs import load_spec
 

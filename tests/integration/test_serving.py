@@ -26,7 +26,6 @@ import yaml
 from nyc_flights import Nycflights13Source
 
 from airflow_mlops import registry
-from airflow_mlops.airflow_runtime import free_port
 from airflow_mlops.deploy import local
 from airflow_mlops.deploy.base import Bento
 from airflow_mlops.deploy.local import LocalTarget, alive, start_bento_server, stop_tree
@@ -36,6 +35,7 @@ from airflow_mlops.features import build_features, feature_store, materialize_da
 from airflow_mlops.packaging import package
 from airflow_mlops.pipeline import deploy_bento, prepare_training_set, smoke_and_commit
 from airflow_mlops.prediction_log import read_predictions
+from airflow_mlops.processes import free_port
 from airflow_mlops.serving import MAX_ROWS, payload, request_schema
 from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, Settings, load_settings
 from airflow_mlops.specs import ModelSpec, load_spec

@@ -32,7 +32,8 @@ from nyc_flights import Nycflights13Source
 from sklearn.metrics import roc_auc_score
 
 from airflow_mlops import registry
-from airflow_mlops.mlflow_runtime import MlflowServer, port_in_use, start_mlflow, stop_mlflow
+from airflow_mlops.mlflow_runtime import MlflowServer, start_mlflow, stop_mlflow
+from airflow_mlops.processes import port_in_use
 from airflow_mlops.registry import RegistryError, TrainOutcome
 from airflow_mlops.settings import PROJECT_ROOT, Settings, load_settings
 from airflow_mlops.specs import ModelSpec, load_spec

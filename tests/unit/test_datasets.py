@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from airflow_mlops.config_files import ConfigError
-from airflow_mlops.datasets import DatasetNotFoundError, dataset_spec, get_datasets, load_datasets
+from airflow_mlops.datasets import (
+    DatasetNotFoundError,
+    all_sources,
+    dataset_spec,
+    get_datasets,
+    load_datasets,
+    source_of,
+)
 from airflow_mlops.settings import PROJECT_ROOT, SettingsError, load_settings
 
 SHIPPED = PROJECT_ROOT / "include" / "datasets" / "flights.yaml"
@@ -88,17 +95,17 @@ def test_settings_find_datasets_in_their_folder_and_sources_can_be_overridden(tm
     write(folder, "orders", tables={"orders": {"required": True}}, source=str(tmp_path / "deliveries"))
     settings = load_settings({"MLOPS_HOME": str(tmp_path / "home"), "MLOPS_DATASETS_DIR": str(folder)})
     assert sorted(get_datasets(settings)) == ["orders"]
-    assert settings.source("orders") == str(tmp_path / "deliveries")
-    assert settings.sources == {"orders": str(tmp_path / "deliveries")}
+    assert source_of("orders", settings) == str(tmp_path / "deliveries")
+    assert all_sources(settings) == {"orders": str(tmp_path / "deliveries")}
     with pytest.raises(DatasetNotFoundError, match=r"unknown dataset 'flights'; known: orders \(declared in "):
         dataset_spec("flights", settings)
     with pytest.raises(SettingsError, match="no source for dataset 'flights'"):
-        settings.source("flights")
+        source_of("flights", settings)
 
     overridden = load_settings(
         {"MLOPS_HOME": str(tmp_path / "home"), "MLOPS_DATASETS_DIR": str(folder), "MLOPS_SOURCE_ORDERS": "s3://b/o"}
     )
-    assert overridden.source("orders") == "s3://b/o"
+    assert source_of("orders", overridden) == "s3://b/o"
     # An edited file is read again (the DAG processor and long-lived workers see the change).
     write(folder, "orders", tables={"orders": {"required": True}}, source="s3://bucket/orders", max_active_runs=2)
     assert dataset_spec("orders", settings).max_active_runs == 2

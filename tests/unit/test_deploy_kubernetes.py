@@ -31,8 +31,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from airflow_mlops.deploy.base import Bento, DeployError, get_target
+from airflow_mlops.deploy.base import Bento, DeployError
 from airflow_mlops.deploy.kubernetes import KUBERNETES_VERSION, KubernetesTarget, rollout_state
+from airflow_mlops.deploy.targets import get_target
 from airflow_mlops.specs import ModelSpec, load_spec
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "include" / "models" / "flight_delay.yaml"

@@ -32,6 +32,7 @@ from click.testing import CliRunner
 
 from airflow_mlops import gate
 from airflow_mlops.cli import main
+from airflow_mlops.datasets import source_of
 from airflow_mlops.gate import BatchRejected, Published
 from airflow_mlops.ingest import LandingResult, UnreadableFileError, land_partition
 from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings, load_settings
@@ -120,7 +121,7 @@ def good(baseline: Baseline, isolated_env: Path, tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("MLOPS_SOURCE_FLIGHTS", str(root))
     settings = get_settings()
     assert settings.data_dir == isolated_env / "data"
-    assert settings.source("flights") == str(root)
+    assert source_of("flights", settings) == str(root)
     state = GoodState(
         settings=settings,
         root=root,

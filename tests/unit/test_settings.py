@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_mlops.datasets import source_of
 from airflow_mlops.settings import PROJECT_ROOT, Profile, SettingsError, get_settings, load_settings
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def test_defaults_are_the_local_profile_under_the_checkout() -> None:
     assert settings.plugins_dir == CHECKOUT / "plugins"
     # Every database on the embedded PostgreSQL of MLOPS_HOME (none given by the environment).
     assert settings.database_overrides == {} and settings.uses_embedded_db()
-    assert settings.source("flights") == "nyc_flights:Nycflights13Source"
+    assert source_of("flights", settings) == "nyc_flights:Nycflights13Source"
 
 
 def test_blank_values_fall_back_to_defaults() -> None:
@@ -75,7 +76,7 @@ def test_every_variable_overrides_its_default(tmp_path: Path) -> None:
     assert settings.home == tmp_path / "home"
     assert settings.profile is Profile.PRODUCTION
     assert settings.mlflow_tracking_uri == "http://127.0.0.1:5000"
-    assert settings.source("flights") == "s3://deliveries/flights"
+    assert source_of("flights", settings) == "s3://deliveries/flights"
     assert settings.models_dir == tmp_path / "models"
     assert settings.data_dir == tmp_path / "zones"
     assert settings.landing_dir == tmp_path / "zones" / "landing"
@@ -97,14 +98,14 @@ def test_relative_and_home_paths_are_resolved(tmp_path: Path, monkeypatch: pytes
 def test_source_of_a_folder_is_kept_verbatim() -> None:
     """A source is a folder or URI, handed to the ingest layer as written."""
     settings = load_settings({"MLOPS_SOURCE_FLIGHTS": "/srv/deliveries/flights"})
-    assert settings.source("flights") == "/srv/deliveries/flights"
+    assert source_of("flights", settings) == "/srv/deliveries/flights"
 
 
 def test_unknown_dataset_source_names_the_variable_and_known_datasets() -> None:
     """Asking for a dataset nobody configured says which variable to set."""
     settings = load_settings({})
     with pytest.raises(SettingsError) as info:
-        settings.source("trains")
+        source_of("trains", settings)
     message = str(info.value)
     assert "MLOPS_SOURCE_TRAINS" in message
     assert "'trains'" in message

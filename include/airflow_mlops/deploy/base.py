@@ -98,21 +98,3 @@ class DeployTarget(Protocol):
     def rollback(self, deployment: Deployment) -> None:
         """Remove the staged bento; what served before keeps serving, unchanged."""
         ...
-
-
-def get_target(spec: ModelSpec) -> DeployTarget:
-    """The deploy target the spec chooses (``deploy.target``)."""
-    name = spec.deploy.target
-    if name == "local":
-        from airflow_mlops.deploy.local import LocalTarget
-
-        return LocalTarget()
-    if name == "sagemaker":
-        from airflow_mlops.deploy.sagemaker import SageMakerTarget
-
-        return SageMakerTarget()
-    if name == "kubernetes":
-        from airflow_mlops.deploy.kubernetes import KubernetesTarget
-
-        return KubernetesTarget()
-    raise DeployError(f"{spec.name}: unknown deploy target {name!r} (local, sagemaker, kubernetes)")

@@ -184,7 +184,7 @@ def ensure_router(spec: ModelSpec, settings: Settings) -> dict[str, Any]:
 
 
 def _free_port() -> int:
-    from airflow_mlops.airflow_runtime import free_port
+    from airflow_mlops.processes import free_port
 
     return free_port()
 
