@@ -651,25 +651,38 @@ def _champion_text(model: str) -> str:
 @click.option("--window-end", callback=_parse_day, default=None, help="last day of the window (default: latest)")
 @click.option("--force", is_flag=True, help="train again even if this data and spec were already trained")
 def train(model: str, window_end: date | None, force: bool) -> None:
-    """Train MODEL in this process (same stages as the train DAG): set, fit, register, gate, promote."""
-    from airflow_mlops.pipeline import PipelineError, latest_validated_day, model_spec
+    """Train MODEL in this process through every stage of the train DAG: set, register, gate, package, deploy,
+    smoke test, promote. @champion moves only once the new version serves and passed its smoke test."""
+    from airflow_mlops.deploy.base import DeployError
+    from airflow_mlops.deploy.smoke import SmokeTestFailed
+    from airflow_mlops.packaging import PackagingError
+    from airflow_mlops.pipeline import PipelineError, train_and_deploy
     from airflow_mlops.registry import RegistryError
-    from airflow_mlops.registry import train as run_training
     from airflow_mlops.training import TrainingError
 
-    settings = get_settings()
     _databases()
     try:
-        end = window_end or latest_validated_day(model_spec(model, settings), settings)
-        if end is None:
-            raise click.ClickException("no validated data yet: run the ingest DAG (or `make demo`) first")
-        with console.status(f"training {model} on the window ending {end}"):
-            outcome = run_training(model, end, force=force, settings=settings)
-    except (PipelineError, RegistryError, TrainingError) as exc:
+        with console.status(f"training {model}") as status:
+            result = train_and_deploy(
+                model,
+                window_end.isoformat() if window_end else None,
+                force=force,
+                tags={"trained_by": "airflow-mlops train"},
+                progress=lambda stage: status.update(f"training {model}: {stage}"),
+            )
+    except SmokeTestFailed as exc:
+        raise click.ClickException(f"{exc}") from None
+    except (PipelineError, RegistryError, TrainingError, PackagingError, DeployError) as exc:
         raise click.ClickException(str(exc)) from None
-    verdict = "promoted to @champion" if outcome.promoted else "not promoted"
-    console.print(f"{model} version {outcome.ref.version}: {verdict}")
-    for reason in outcome.decision.reasons:
+    if "skipped" in result:
+        raise click.ClickException(f"nothing to train: {result['skipped']}")
+    version, decision = result["version"], result["decision"]
+    if "promoted" in result:
+        url = result["released"]["deployment"]["details"].get("url", result["released"]["deployment"]["endpoint"])
+        console.print(f"{model} version {version['version']}: promoted to @champion, serving at {url}")
+    else:
+        console.print(f"{model} version {version['version']}: not promoted (the gate kept it out; nothing deployed)")
+    for reason in decision.reasons:
         console.print(f"  - {reason}")
     console.print(_champion_text(model))
 

@@ -11,7 +11,7 @@ data before a run exists) and :func:`resolve_window_end` (which window a run tra
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -456,6 +456,44 @@ def smoke_and_commit(
         committed.details.get("url", committed.endpoint),
     )
     return {"deployment": committed.to_dict(), "smoke": result.to_dict()}
+
+
+def train_and_deploy(
+    model: str,
+    window_end: str | None = None,
+    *,
+    force: bool = False,
+    tags: dict[str, str] | None = None,
+    settings: Settings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Every stage of ``train_<model>`` in this process, in the DAG's order: set, register, gate, package,
+    deploy, smoke test, promote (the CLI's ``train``).
+
+    ``@champion`` moves only after the new version serves and passed its smoke test, as in the DAG: a version
+    the gate keeps out is registered and stops there; a failed smoke test rolls the deployment back and raises
+    :class:`~airflow_mlops.deploy.smoke.SmokeTestFailed`. Returns what each stage returned.
+    """
+    settings = settings or get_settings()
+    say = progress or (lambda text: None)
+    say("training set")
+    prepared = prepare_training_set(model, window_end, settings=settings)
+    if "skip" in prepared:
+        return {"skipped": prepared["skip"]}
+    say("fit and register")
+    version = fit_and_register(model, prepared, tags=tags, force=force, settings=settings)
+    decision = decide_version(model, prepared, version, settings=settings)
+    result: dict[str, Any] = {"prepared": prepared, "version": version, "decision": decision}
+    if not decision.promote:
+        return result
+    say("package")
+    bento = package_version(model, version, settings=settings)
+    say("deploy")
+    staged = deploy_bento(model, bento, settings=settings)
+    say("smoke test")
+    result["released"] = smoke_and_commit(model, staged, prepared, settings=settings)
+    result["promoted"] = promote_version(model, version, settings=settings)
+    return result
 
 
 def monitor_model(model: str, day: str, *, settings: Settings | None = None) -> dict[str, Any]:
