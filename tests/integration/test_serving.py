@@ -533,3 +533,21 @@ def test_predict_answers_while_days_are_materialized(served: Served, server: str
     assert len(overlapping) >= MIN_OVERLAPPING, (len(overlapping), window_end - window_start)
     assert not failed, f"{len(failed)} of {len(answers)} requests failed, first: {failed[0].status} {failed[0].detail}"
     assert not slow, f"{len(slow)} requests slower than {MAX_LATENCY} s (max {max_latency:.3f} s)"
+
+
+def test_cli_train_runs_every_stage_and_moves_the_champion_once_the_version_serves(served: Served) -> None:
+    """``airflow-mlops train`` in this process: set, register, gate, package, deploy, smoke test, promote."""
+    from click.testing import CliRunner
+
+    from airflow_mlops.cli import main
+
+    settings = served.settings
+    before = registry.champion(served.spec, settings)
+    result = CliRunner().invoke(main, ["train", MODEL, "--window-end", WINDOW_END.isoformat(), "--force"])
+    assert result.exit_code == 0, result.output
+    champion = registry.champion(served.spec, settings)
+    assert champion is not None and before is not None and champion.version > before.version
+    assert f"version {champion.version}: promoted to @champion, serving at http://127.0.0.1:" in result.output
+    url = f"http://127.0.0.1:{served.spec.deploy.local.port}"
+    answer = httpx.post(f"{url}/predict", json=flights_payload(flights(1)), timeout=60)
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["model_version"] == champion.version
