@@ -16,6 +16,14 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
+# libyaml's loader parses about ten times faster than the pure-Python one; DAG files read every spec at parse time.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(text: str) -> object:
+    """``yaml.safe_load`` with libyaml's C loader when PyYAML was built with it (the same safe subset)."""
+    return yaml.load(text, Loader=_LOADER)  # a SafeLoader: plain data only
+
 
 @dataclass(frozen=True)
 class ConfigError:
@@ -43,7 +51,7 @@ def load_model_file(path: Path, model: type[M]) -> M:
     Raises :class:`ConfigFileError` naming the file, the field and the reason of every problem found.
     """
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigFileError([ConfigError(path, "<file>", f"cannot be read: {exc.strerror or exc}")]) from None
     except yaml.YAMLError as exc:

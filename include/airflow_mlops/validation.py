@@ -29,6 +29,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops.config_files import parse_yaml
 from airflow_mlops.datasets import get_datasets
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.zones import partition_path, write_text_atomic
@@ -153,7 +154,7 @@ def _suite_items(path: Path) -> list[tuple[str, dict[str, Any]]]:
     if hit is not None and hit[0] == stamp:
         return hit[1]
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("expectations"), list):

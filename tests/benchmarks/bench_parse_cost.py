@@ -8,6 +8,9 @@ Two benchmarks, one run, written to the ``parse_cost`` section of ``BENCHMARKS.m
 2. **With 50 model specs**: the same files with ``MLOPS_MODELS_DIR`` holding 50 copies of
    ``include/models/flight_delay.yaml`` (``model_00`` .. ``model_49``) against the same folder with
    one. Target: at most 2x (DAGs generated from specs must not parse each spec expensively).
+3. **With 10 datasets**: ``MLOPS_DATASETS_DIR`` holding ``include/datasets/flights.yaml`` and 9 copies
+   (``dataset_01`` .. ``dataset_09``, beside the dataset's code and suites) against the repository's
+   folder, both with the one-spec models folder. Target: at most 2x.
 
 Every sample is a fresh interpreter (``parse_probe.py``) that first imports what the DAG processor
 has loaded (Airflow, the Task SDK, ``DagBag``) and then parses exactly one file; conditions are
@@ -39,9 +42,12 @@ from tests.benchmarks.report import REPO_ROOT, machine_info, write_section
 NAME = "parse_cost"
 DAGS_DIR = REPO_ROOT / "dags"
 SPEC_TEMPLATE = REPO_ROOT / "include" / "models" / "flight_delay.yaml"
+DATASETS_DIR = REPO_ROOT / "include" / "datasets"
+DATASET_TEMPLATE = DATASETS_DIR / "flights.yaml"
 PROBE = Path(__file__).resolve().with_name("parse_probe.py")
 
 N_SPECS = 50
+N_DATASETS = 10
 MAX_SECONDS = 0.2
 MAX_STUB_RATIO = 1.5
 MAX_SPEC_RATIO = 2.0
@@ -96,6 +102,7 @@ class Condition:
     label: str
     file: Path
     models_dir: Path | None = None
+    datasets_dir: Path | None = None
 
 
 @dataclass
@@ -122,19 +129,35 @@ def dag_files() -> list[Path]:
     return sorted(p for p in DAGS_DIR.rglob("*.py") if "__pycache__" not in p.parts and not p.name.startswith("_"))
 
 
+def _renamed(template: Path, name: str) -> str:
+    """The text of ``template`` with its top-level ``name:`` set to ``name``."""
+    text, replaced = re.subn(
+        r"^name:.*$", f"name: {name}", template.read_text(encoding="utf-8"), count=1, flags=re.MULTILINE
+    )
+    if not replaced:
+        raise RuntimeError(f"{template} has no top-level 'name:' line to rewrite")
+    return text
+
+
 def write_spec_folder(folder: Path, count: int) -> Path:
     """``folder`` with ``count`` copies of the flight_delay spec (``model_00``...; one copy keeps its name)."""
     folder.mkdir(parents=True, exist_ok=True)
-    template = SPEC_TEMPLATE.read_text(encoding="utf-8")
     if count == 1:
         shutil.copyfile(SPEC_TEMPLATE, folder / SPEC_TEMPLATE.name)
         return folder
     for i in range(count):
         name = f"model_{i:02d}"
-        text, replaced = re.subn(r"^name:.*$", f"name: {name}", template, count=1, flags=re.MULTILINE)
-        if not replaced:
-            raise RuntimeError(f"{SPEC_TEMPLATE} has no top-level 'name:' line to rewrite")
-        (folder / f"{name}.yaml").write_text(text, encoding="utf-8")
+        (folder / f"{name}.yaml").write_text(_renamed(SPEC_TEMPLATE, name), encoding="utf-8")
+    return folder
+
+
+def write_dataset_folder(folder: Path, count: int) -> Path:
+    """A copy of ``include/datasets`` with ``count - 1`` more copies of the flights dataset (``dataset_01``...)."""
+    shutil.copytree(DATASETS_DIR, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for i in range(1, count):
+        name = f"dataset_{i:02d}"
+        (folder / f"{name}.yaml").write_text(_renamed(DATASET_TEMPLATE, name), encoding="utf-8")
+        shutil.copytree(folder / "suites" / DATASET_TEMPLATE.stem, folder / "suites" / name)
     return folder
 
 
@@ -148,7 +171,17 @@ def check_spec_folder(folder: Path, expected: int) -> None:
         raise RuntimeError(f"{folder}: expected {expected} valid specs, got {len(loaded.specs)}\n{errors}")
 
 
-def sample_env(state: Path, models_dir: Path | None) -> dict[str, str]:
+def check_dataset_folder(folder: Path, expected: int) -> None:
+    """Fail unless the library loads exactly ``expected`` datasets from ``folder``."""
+    from airflow_mlops.datasets import load_datasets
+
+    loaded = load_datasets(folder)
+    if loaded.errors or len(loaded.datasets) != expected:
+        errors = "\n".join(str(e) for e in loaded.errors)
+        raise RuntimeError(f"{folder}: expected {expected} valid datasets, got {len(loaded.datasets)}\n{errors}")
+
+
+def sample_env(state: Path, models_dir: Path | None, datasets_dir: Path | None = None) -> dict[str, str]:
     """A child's environment: the caller's minus ``AIRFLOW*``/``MLOPS_*``, state under ``state``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_ISOLATED_PREFIXES)}
     env.update(
@@ -161,6 +194,8 @@ def sample_env(state: Path, models_dir: Path | None) -> dict[str, str]:
     )
     if models_dir is not None:
         env["MLOPS_MODELS_DIR"] = str(models_dir)
+    if datasets_dir is not None:
+        env["MLOPS_DATASETS_DIR"] = str(datasets_dir)
     return env
 
 
@@ -170,7 +205,7 @@ def sample(condition: Condition, state: Path) -> ProbeResult:
     out.unlink(missing_ok=True)
     proc = subprocess.run(
         [sys.executable, "-P", str(PROBE), str(condition.file), str(out)],
-        env=sample_env(state, condition.models_dir),
+        env=sample_env(state, condition.models_dir, condition.datasets_dir),
         cwd=state,
         capture_output=True,
         text=True,
@@ -257,6 +292,25 @@ def render(files: list[Path], results: dict[str, Samples], samples: int) -> str:
             f"| `dags/{f.relative_to(DAGS_DIR)}` | {one.dags} -> {many.dags} | {one.median:.3f} | {many.median:.3f} "
             f"| {ratio:.2f}x | <= {MAX_SPEC_RATIO}x | {_verdict(ratio <= MAX_SPEC_RATIO, errors)} |"
         )
+    lines += [
+        "",
+        f"### With {N_DATASETS} datasets",
+        "",
+        f"`MLOPS_DATASETS_DIR` holding `include/datasets/flights.yaml` and {N_DATASETS - 1} copies (`dataset_01` .. "
+        f"`dataset_{N_DATASETS - 1:02d}`, suites copied too) against the repository's folder; one model spec in both.",
+        "",
+        f"| file | DAGs (1 -> {N_DATASETS} datasets) | median, 1 dataset (s) | median, {N_DATASETS} datasets (s) "
+        f"| ratio {N_DATASETS}/1 | target | result |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for f in files:
+        one, many = results[f"one:{f}"], results[f"datasets:{f}"]
+        ratio = many.median / one.median
+        errors = one.import_errors | many.import_errors
+        lines.append(
+            f"| `dags/{f.relative_to(DAGS_DIR)}` | {one.dags} -> {many.dags} | {one.median:.3f} | {many.median:.3f} "
+            f"| {ratio:.2f}x | <= {MAX_SPEC_RATIO}x | {_verdict(ratio <= MAX_SPEC_RATIO, errors)} |"
+        )
     errors = {k: v for s in results.values() for k, v in s.import_errors.items()}
     if errors:
         lines += ["", "Import errors:", ""]
@@ -279,6 +333,8 @@ def run(samples: int | None = None) -> str:
         many_specs = write_spec_folder(tmp / f"models-{N_SPECS}", N_SPECS)
         check_spec_folder(one_spec, 1)
         check_spec_folder(many_specs, N_SPECS)
+        many_datasets = write_dataset_folder(tmp / f"datasets-{N_DATASETS}", N_DATASETS)
+        check_dataset_folder(many_datasets, N_DATASETS)
         state = tmp / "state"
         state.mkdir()
 
@@ -289,6 +345,7 @@ def run(samples: int | None = None) -> str:
                 Condition(f"file:{f}", f"dags/{rel}", f),
                 Condition(f"one:{f}", f"dags/{rel} (1 spec)", f, one_spec),
                 Condition(f"many:{f}", f"dags/{rel} ({N_SPECS} specs)", f, many_specs),
+                Condition(f"datasets:{f}", f"dags/{rel} ({N_DATASETS} datasets)", f, one_spec, many_datasets),
             ]
         results = measure(conditions, samples, state)
     markdown = render(files, results, samples)
