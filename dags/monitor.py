@@ -8,12 +8,12 @@ The run for logical date *D* judges the predictions served for events of *D* and
 
 1. **report**: current data is that week's prediction log (features as served), joined with the true outcome
    of the days whose rows have landed; reference is the champion's training set. Evidently computes drift per
-   feature and, with outcomes, classification quality. Reports (HTML + JSON) go to
+   feature and, with outcomes, the model's quality (classification or regression). Reports (HTML + JSON) go to
    `$MLOPS_HOME/reports/<model>/date=D/`, named in the task log and behind the task's *Drift report* link; the
    key figures are logged to MLflow on the champion's run (`monitor.*`).
 2. **should_retrain**: the spec's `drift` policy (drift share, per-feature thresholds, quality drop against
-   the champion's holdout AUC, minimum rows, cooldown). A day that cannot be judged (no traffic, too few
-   rows) says so and stops here.
+   the champion's holdout in the spec's primary metric, minimum rows, cooldown). A day that cannot be judged
+   (no traffic, too few rows) says so and stops here.
 3. **emit_drift**: emits the `<model>.drift` asset event with the reasons, report path and figures, which
    schedules `train_<model>`.
 """

@@ -638,8 +638,8 @@ def _champion_text(model: str) -> str:
 
         client = mlflow_client(get_settings())
         run = client.get_run(ref.run_id)
-        auc = run.data.metrics.get("holdout.auc")
-        shown = f"holdout AUC {auc:.3f}; " if auc is not None else ""
+        figure = run.data.metrics.get(f"holdout.{spec.metric.name}")
+        shown = f"holdout {spec.metric.title} {figure:.3f}; " if figure is not None else ""
         where = f"{shown}run {ref.run_id}; aliases {aliases(spec)}"
         return f"Champion       {model}@champion = version {ref.version} ({where})"
     except RegistryError as exc:

@@ -1,4 +1,4 @@
-"""The model input contract: how a frame becomes what a fitted pipeline takes (a leaf module).
+"""The model input contract: how a frame becomes what a fitted pipeline takes, and what it says back (a leaf).
 
 Training, evaluation, serving and monitoring all turn their frames into model input here, so the same
 conversion serves everywhere: numeric columns as float64, categorical ones as Python objects with NaN for
@@ -45,3 +45,13 @@ def model_columns(model: Any) -> tuple[list[str], list[str]]:
     if "numeric" not in groups and "categorical" not in groups:
         raise ModelInputError("not a fitted airflow_mlops pipeline: no fitted 'encode' step with numeric/categorical")
     return groups.get("numeric", []), groups.get("categorical", [])
+
+
+def model_scores(model: Any, features: pd.DataFrame) -> Any:
+    """What a fitted pipeline says of each row of model input ``features``, as a float64 array: the positive
+    class's probability for a classifier, the predicted value for a regressor (the one place that knows)."""
+    import numpy as np
+
+    if hasattr(model, "predict_proba"):  # a classifier (a Pipeline exposes it only when its last step has it)
+        return np.asarray(model.predict_proba(features)[:, 1], dtype="float64")
+    return np.asarray(model.predict(features), dtype="float64")

@@ -10,16 +10,17 @@
   or rebuilt from the validated zone and checked against the digest recorded on the MLflow run.
 
 Evidently 0.7 computes drift per feature (``DataDriftPreset``: each column's method and threshold, with the
-spec's per-feature thresholds) and, when outcomes exist, classification quality (``ClassificationPreset``). The
+spec's per-feature thresholds) and, when outcomes exist, the model's quality on them (``ClassificationPreset``
+or ``RegressionPreset``, by the spec's task), from which the spec's primary metric is read. The
 reports go to ``$MLOPS_HOME/reports/<model>/date=YYYY-MM-DD/`` (``drift.html``/``drift.json``,
 ``quality.html``/``quality.json``, ``summary.json``), and the key figures are logged to MLflow on the champion's
 run (metrics ``monitor.*``, step = the day's ordinal).
 
 The policy (spec ``drift``) says *retrain* when the share of drifted features reaches ``drift_share``, when a
-feature listed in ``feature_thresholds`` drifts, or when ROC AUC falls more than ``max_quality_drop`` below the
-champion's holdout AUC; never with fewer than ``min_rows`` predictions (status ``insufficient_data``), and not
-within ``cooldown_hours`` of the champion's training window end (data time, so replays and backfills judge
-alike; status ``cooldown``).
+feature listed in ``feature_thresholds`` drifts, or when the primary metric on the served traffic is more than
+``max_quality_drop`` worse than on the champion's holdout (AUC lower, RMSE higher ...); never with fewer than
+``min_rows`` predictions (status ``insufficient_data``), and not within ``cooldown_hours`` of the champion's
+training window end (data time, so replays and backfills judge alike; status ``cooldown``).
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ log = logging.getLogger(__name__)
 
 #: Outcome column added to the current data (the spec's target, from the landed examples).
 OUTCOME = "outcome"
-#: The served probability in the current data (from the log's ``output.probability`` field of the spec).
-PROBABILITY = "probability"
-#: Fewest labelled rows (with both classes) for a quality report.
+#: The served score in the current data (the log's probability or predicted value: the spec's ``score_field``).
+SCORE = "score"
+#: Fewest labelled rows (classification: with both classes) for a quality report.
 MIN_LABELLED = 50
+#: Where Evidently's result holds each primary metric (the type name its metric's config ends with).
+_EVIDENTLY_METRIC = {"auc": "RocAuc", "log_loss": "LogLoss", "rmse": "RMSE", "mae": "MAE", "r2": "R2Score"}
 
 #: Statuses of a monitored day.
 DRIFT, OK, INSUFFICIENT, NO_TRAFFIC, NO_CHAMPION, COOLDOWN = (
@@ -89,9 +92,10 @@ class MonitorResult:
     drift_share: float | None = None
     drifted_features: list[str] = field(default_factory=list)
     features: dict[str, FeatureDrift] = field(default_factory=dict)
-    auc: float | None = None
-    champion_auc: float | None = None
-    quality_drop: float | None = None
+    metric: str = ""  #: the spec's primary metric, in which quality is judged
+    quality: float | None = None  #: the metric on the labelled served traffic
+    champion_quality: float | None = None  #: the metric on the champion's holdout
+    quality_drop: float | None = None  #: how much worse ``quality`` is than ``champion_quality``
     reports: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -109,8 +113,9 @@ class MonitorResult:
             "reasons": self.reasons,
             "drift_share": self.drift_share,
             "drifted_features": self.drifted_features,
-            "auc": self.auc,
-            "champion_auc": self.champion_auc,
+            "metric": self.metric,
+            "quality": self.quality,
+            "champion_quality": self.champion_quality,
             "quality_drop": self.quality_drop,
             "rows": self.rows,
             "champion_version": self.champion_version,
@@ -169,7 +174,7 @@ def current_frame(
     spec: ModelSpec, day: date, numeric: list[str], categorical: list[str], settings: Settings
 ) -> pd.DataFrame:
     """The served traffic of ``day`` and the ``drift.current_days - 1`` days before it as model input (plus
-    ``probability``, ``model_version``, ``date`` and, for days whose examples have landed, ``outcome``)."""
+    ``score``, ``model_version``, ``date`` and, for days whose examples have landed, ``outcome``)."""
     import pandas as pd
 
     from airflow_mlops.prediction_log import read_predictions
@@ -201,7 +206,7 @@ def _model_frame(
     rows = with_local_date(schema, logged)
     served = logged[[c for c in logged.columns if c in numeric or c in categorical]]
     frame = serving_input(spec, rows, served, numeric, categorical)
-    frame[PROBABILITY] = logged[schema.probability].astype("float64")
+    frame[SCORE] = logged[schema.score].astype("float64")
     frame["model_version"] = logged["model_version"].astype("int64")
     frame["date"] = rows["date"].to_numpy()
     # A prediction meets its outcome by the main table's key and the event time (unique within a day).
@@ -276,26 +281,36 @@ def _drift_report(
     return snapshot, features, share
 
 
-def _quality_report(current: pd.DataFrame) -> tuple[Any, float | None]:
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.presets import ClassificationPreset
+def _quality_report(spec: ModelSpec, current: pd.DataFrame) -> tuple[Any, float | None]:
+    """Evidently's quality report of the labelled served rows (by the spec's task) and its primary metric."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
+    from evidently.presets import ClassificationPreset, RegressionPreset
 
     labelled = current[current[OUTCOME].notna()].copy()
-    labelled[OUTCOME] = labelled[OUTCOME].astype("int64")
-    if len(labelled) < MIN_LABELLED or labelled[OUTCOME].nunique() < 2:
-        return None, None
-    definition = DataDefinition(
-        numerical_columns=[PROBABILITY],
-        classification=[BinaryClassification(target=OUTCOME, prediction_probas=PROBABILITY)],
-    )
-    snapshot = Report([ClassificationPreset()]).run(
-        Dataset.from_pandas(labelled[[OUTCOME, PROBABILITY]], data_definition=definition), None
-    )
-    auc = None
+    if spec.is_classifier:
+        labelled[OUTCOME] = labelled[OUTCOME].astype("int64")
+        if len(labelled) < MIN_LABELLED or labelled[OUTCOME].nunique() < 2:
+            return None, None
+        definition = DataDefinition(
+            numerical_columns=[SCORE],
+            classification=[BinaryClassification(target=OUTCOME, prediction_probas=SCORE)],
+        )
+        preset: Any = ClassificationPreset()
+    else:
+        labelled[OUTCOME] = labelled[OUTCOME].astype("float64")
+        if len(labelled) < MIN_LABELLED:
+            return None, None
+        definition = DataDefinition(
+            numerical_columns=[OUTCOME, SCORE], regression=[Regression(target=OUTCOME, prediction=SCORE)]
+        )
+        preset = RegressionPreset()
+    snapshot = Report([preset]).run(Dataset.from_pandas(labelled[[OUTCOME, SCORE]], data_definition=definition), None)
+    wanted = _EVIDENTLY_METRIC[spec.metric.name]
     for metric in snapshot.dict()["metrics"]:
-        if metric.get("config", {}).get("type", "").endswith("RocAuc"):
-            auc = float(metric["value"])
-    return snapshot, auc
+        if metric.get("config", {}).get("type", "").endswith(wanted):
+            value = metric["value"]
+            return snapshot, float(value["mean"] if isinstance(value, dict) else value)  # MAE: mean and std
+    return snapshot, None
 
 
 def _save(snapshot: Any, folder: Path, name: str) -> dict[str, str]:
@@ -305,13 +320,16 @@ def _save(snapshot: Any, folder: Path, name: str) -> dict[str, str]:
     return {f"{name}_html": str(html), f"{name}_json": str(raw)}
 
 
-def _champion_figures(champion: ModelVersionRef, settings: Settings) -> tuple[float | None, date | None]:
+def _champion_figures(
+    spec: ModelSpec, champion: ModelVersionRef, settings: Settings
+) -> tuple[float | None, date | None]:
+    """The champion's primary metric on its holdout, and the last day of its training window."""
     from airflow_mlops.registry import mlflow_client
 
     run = mlflow_client(settings).get_run(champion.run_id)
-    auc = run.data.metrics.get("holdout.auc")
+    figure = run.data.metrics.get(f"holdout.{spec.metric.name}")
     window_end = run.data.tags.get("data.window_end")
-    return auc, date.fromisoformat(window_end) if window_end else None
+    return figure, date.fromisoformat(window_end) if window_end else None
 
 
 def _log_to_mlflow(champion: ModelVersionRef, result: MonitorResult, day: date, settings: Settings) -> None:
@@ -323,7 +341,7 @@ def _log_to_mlflow(champion: ModelVersionRef, result: MonitorResult, day: date, 
         "monitor.rows": result.rows,
         "monitor.drift_share": result.drift_share,
         "monitor.drifted_features": len(result.drifted_features),
-        "monitor.auc": result.auc,
+        f"monitor.{result.metric}": result.quality,
         "monitor.quality_drop": result.quality_drop,
         "monitor.retrain": float(result.retrain),
     }
@@ -346,7 +364,9 @@ def monitor_day(spec: ModelSpec, day: date, *, settings: Settings | None = None)
     started = time.perf_counter()
     configure_mlflow(settings)
     champion = current_champion(spec, settings)
-    result = MonitorResult(model=spec.name, day=day.isoformat(), status=OK, retrain=False, reasons=[])
+    result = MonitorResult(
+        model=spec.name, day=day.isoformat(), status=OK, retrain=False, reasons=[], metric=spec.metric.name
+    )
     folder = reports_dir(settings, spec.name, day)
     folder.mkdir(parents=True, exist_ok=True)
     if champion is None:
@@ -390,20 +410,22 @@ def monitor_day(spec: ModelSpec, day: date, *, settings: Settings | None = None)
             f = features[name]
             reasons.append(f"{name} drifted ({f.method} {f.score:.3g} vs threshold {f.threshold})")
     if OUTCOME in current.columns:
-        quality, auc = _quality_report(current)
-        if quality is not None:
-            result.reports.update(_save(quality, folder, "quality"))
-        result.auc = auc
-        result.champion_auc, _ = _champion_figures(champion, settings)
-        if auc is not None and result.champion_auc is not None:
-            result.quality_drop = result.champion_auc - auc
+        snapshot, figure = _quality_report(spec, current)
+        if snapshot is not None:
+            result.reports.update(_save(snapshot, folder, "quality"))
+        result.quality = figure
+        result.champion_quality, _ = _champion_figures(spec, champion, settings)
+        if figure is not None and result.champion_quality is not None:
+            metric = spec.metric
+            result.quality_drop = -metric.better(figure, result.champion_quality)
             if result.quality_drop > spec.drift.max_quality_drop:
                 reasons.append(
-                    f"ROC AUC {auc:.3f} is {result.quality_drop:.3f} below the champion's holdout AUC "
-                    f"{result.champion_auc:.3f} (max_quality_drop {spec.drift.max_quality_drop})"
+                    f"{metric.title} {figure:.3f} on the served traffic is {result.quality_drop:.3f} worse than the "
+                    f"champion's holdout {metric.title} {result.champion_quality:.3f} "
+                    f"(max_quality_drop {spec.drift.max_quality_drop})"
                 )
     if reasons:
-        _, trained_until = _champion_figures(champion, settings)
+        _, trained_until = _champion_figures(spec, champion, settings)
         cooldown = timedelta(hours=spec.drift.cooldown_hours)
         if (
             trained_until is not None

@@ -2,16 +2,17 @@
 
 One training is one MLflow run in the experiment named after the model, with:
 
-* params: algorithm, seed, the estimator's effective hyper-parameters (``model.<name>``), window and holdout
-  days, decision threshold, target rule, feature service and feature lists;
-* metrics, logged in batches (``MlflowClient.log_batch``): holdout scores (``holdout.auc``, ``holdout.brier``
-  ..., per slice ``holdout.slice.<column>.<value>.auc``), train scores (``train.*``), fit seconds, rows;
+* params: task, primary metric, algorithm, seed, the estimator's effective hyper-parameters (``model.<name>``),
+  window and holdout days, decision threshold (classification), target, feature service and feature lists;
+* metrics, logged in batches (``MlflowClient.log_batch``): holdout scores (``holdout.auc``, ``holdout.brier`` ...
+  or ``holdout.rmse``, ``holdout.mae``, ``holdout.r2`` ..., per slice ``holdout.slice.<column>.<value>.<metric>``),
+  train scores (``train.*``), fit seconds, rows;
 * tags: data window, holdout start, dataset digests, validation summary, feature service, git sha
   (``mlflow.source.git.commit``), the idempotency key ``training_key``, and the caller's tags (Airflow dag and
   run id);
 * the model (``mlflow.sklearn.log_model``): skops format with the pipeline's scikit-learn types trusted, a
   signature (numeric inputs as double, categorical as string; output: the two class probabilities, the pyfunc
-  flavour calls ``predict_proba``) and an input example.
+  flavour calling ``predict_proba``, or the predicted value, ``predict``) and an input example.
 
 The version is registered under ``spec.name`` with the tag ``training_key`` (a hash of the training-relevant
 spec content, window, dataset digests and seed) and gets the alias ``@challenger``. Registering is idempotent: if
@@ -410,7 +411,9 @@ def train_and_register(
             "seed": fit_result.seed,
             "window_days": spec.training.window_days,
             "holdout_days": spec.training.holdout_days,
-            "decision_threshold": spec.training.decision_threshold,
+            "task": spec.task,
+            "metric": spec.metric.name,
+            **({"decision_threshold": spec.training.decision_threshold} if spec.is_classifier else {}),
             "target_rule": f"{spec.target.name} = {spec.target.described}",
             "feature_service": training_set.feature_service,
             "features.numeric": ",".join(training_set.numeric),
@@ -427,7 +430,8 @@ def train_and_register(
         }
         holdout = training_set.holdout
         example = model_input(holdout.head(5), training_set.numeric, training_set.categorical)
-        signature = infer_signature(example, fit_result.model.predict_proba(example))
+        predict_fn = "predict_proba" if spec.is_classifier else "predict"
+        signature = infer_signature(example, getattr(fit_result.model, predict_fn)(example))
         trusted = _trusted_types(fit_result.model)
         run_name = f"{spec.name}-{training_set.window_end.isoformat()}"
         run_id = client.create_run(experiment_id, tags=run_tags, run_name=run_name).info.run_id
@@ -453,7 +457,7 @@ def train_and_register(
                     skops_trusted_types=trusted,
                     signature=signature,
                     input_example=example,
-                    pyfunc_predict_fn="predict_proba",
+                    pyfunc_predict_fn=predict_fn,
                     pip_requirements=_pip_requirements(),
                     run_id=run_id,
                 )
@@ -475,7 +479,8 @@ def train_and_register(
                 version.version,
                 description=(
                     f"{fit_result.algorithm} on {training_set.window_start}..{training_set.window_end} "
-                    f"(holdout from {training_set.holdout_start}): holdout AUC {fit_result.scores.auc:.4f}"
+                    f"(holdout from {training_set.holdout_start}): "
+                    f"holdout {spec.metric.title} {fit_result.scores.primary:.4f}"
                 ),
             )
             if spec.description:
@@ -605,10 +610,12 @@ def model_card(
         "",
         f"- Dataset `{spec.dataset}`, features from Feast service `{training_set.feature_service}` (point-in-time)",
         f"- Window {meta['window_start']} .. {meta['window_end']}; holdout (time-based) from {meta['holdout_start']}",
-        f"- Rows: train {meta['rows']['train']}, holdout {meta['rows']['holdout']}; positive rate train "
-        f"{_fmt(meta['positive_rate']['train'], 3)}, holdout {_fmt(meta['positive_rate']['holdout'], 3)}",
-        f"- Target: `{spec.target.name}` = `{spec.target.described}` ({training_set.rows_without_target} rows "
-        "without a value to judge count as negative)",
+        f"- Rows: train {meta['rows']['train']}, holdout {meta['rows']['holdout']}; "
+        f"{'positive rate' if spec.is_classifier else 'mean label'} train "
+        f"{_fmt(meta['label_mean']['train'], 3)}, holdout {_fmt(meta['label_mean']['holdout'], 3)}",
+        f"- Target ({spec.task}): `{spec.target.name}` = `{spec.target.described}` "
+        f"({training_set.rows_without_target} rows without a value: "
+        + ("counted as negative)" if spec.is_classifier else "left out)"),
         f"- Missing days: {', '.join(training_set.missing_days) or 'none'}",
         f"- Digests (sha256): train `{training_set.train_digest}`, holdout `{training_set.holdout_digest}`",
     ]
@@ -627,22 +634,25 @@ def model_card(
         f"- Categorical ({len(training_set.categorical)}): {', '.join(training_set.categorical) or 'none'} "
         "(unseen or missing categories are treated as missing)",
         "",
-        f"## Holdout metrics vs champion ({challenger.rows} rows, threshold {challenger.threshold:g})",
+        f"## Holdout metrics vs champion ({challenger.rows} rows"
+        + (f", threshold {challenger.threshold:g})" if challenger.threshold is not None else ")"),
         "",
         f"| metric | challenger v{ref.version} | "
         + (f"champion v{champion_ref.version} | delta |" if champion_scores and champion_ref else "champion | delta |"),
         "| --- | ---: | ---: | ---: |",
     ]
-    for name in ("auc", "log_loss", "brier", "ece", "precision", "recall", "mean_prediction", "positive_rate"):
-        mine = getattr(challenger, name)
-        theirs = getattr(champion_scores, name) if champion_scores else None
+    for name in challenger.values:
+        mine = challenger[name]
+        theirs = champion_scores[name] if champion_scores else None
         delta = mine - theirs if theirs is not None else None
         lines.append(f"| {name} | {_fmt(mine)} | {_fmt(theirs)} | {_fmt(delta)} |")
+    metric = spec.metric
     if "fit_seconds" in run_metrics:
-        lines.append(f"\nFit: {run_metrics['fit_seconds']:.1f} s; train AUC {_fmt(run_metrics.get('train.auc'))}.")
+        train_figure = _fmt(run_metrics.get(f"train.{metric.name}"))
+        lines.append(f"\nFit: {run_metrics['fit_seconds']:.1f} s; train {metric.title} {train_figure}.")
     lines += [
         "",
-        "## Slices (AUC)",
+        f"## Slices ({metric.title}; drop = how much worse the challenger is)",
         "",
         "| slice | rows | challenger | champion | drop |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -650,15 +660,17 @@ def model_card(
     for column, by_value in challenger.slices.items():
         for value, entry in by_value.items():
             other = champion_scores.slices.get(column, {}).get(value) if champion_scores else None
-            drop = other.auc - entry.auc if other and other.auc is not None and entry.auc is not None else None
+            known = other is not None and other.value is not None and entry.value is not None
+            drop = -metric.better(entry.value, other.value) if known else None  # type: ignore[arg-type,union-attr]
             lines.append(
-                f"| {column}={value} | {entry.rows} | {_fmt(entry.auc)} | {_fmt(other.auc if other else None)} "
+                f"| {column}={value} | {entry.rows} | {_fmt(entry.value)} | {_fmt(other.value if other else None)} "
                 f"| {_fmt(drop)} |"
             )
     lines += ["", f"## Decision: {decision.label.upper()}", ""]
     lines += [f"- {reason}" for reason in decision.reasons]
-    lines += ["", "## Calibration (holdout reliability)", "", "| predicted | rows | mean predicted | observed |"]
-    lines.append("| --- | ---: | ---: | ---: |")
+    if challenger.reliability:
+        lines += ["", "## Calibration (holdout reliability)", "", "| predicted | rows | mean predicted | observed |"]
+        lines.append("| --- | ---: | ---: | ---: |")
     for b in challenger.reliability:
         lines.append(
             f"| {b['lower']:.1f}-{b['upper']:.1f} | {int(b['rows'])} | {b['mean_predicted']:.3f} | "

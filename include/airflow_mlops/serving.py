@@ -5,8 +5,8 @@ fields of a row come from the configuration (:func:`request_schema`): the datase
 (how a prediction meets its outcome later), the spec's ``entity_keys``, the dataset's ``event_time`` and the
 spec's request-time features that are columns; each field is typed, ranged and patterned as its column is
 declared in the dataset file, so a bad request gets 400 naming the field and the reason. A prediction carries
-the spec's ``output.probability`` and its decision (``output.label``, default the target's name), the model
-version and a request id.
+the model's score (classification: ``output.probability`` and the decision ``output.label``, default the
+target's name; regression: the predicted value, ``output.value``), the model version and a request id.
 
 :class:`Predictor` turns rows into the model's input exactly as training did (the request-time features by
 :func:`airflow_mlops.training.serving_input`, calendar features from the event time on the dataset's clock),
@@ -77,8 +77,8 @@ class RequestSchema:
     types: dict[str, str]  #: each field's declared column type
     event_time: str
     timezone: str
-    probability: str  #: the probability's field in a prediction
-    label: str  #: the decision's field in a prediction
+    score: str  #: the score's field in a prediction (the probability, or the predicted value)
+    label: str | None  #: the decision's field in a prediction (None for regression)
     row: type[BaseModel]
     request: type[BaseModel]
     prediction: type[BaseModel]
@@ -129,15 +129,17 @@ def request_schema(spec: ModelSpec, settings: Settings | None = None) -> Request
         __config__=ConfigDict(extra="forbid"),
         **{dataset.main_table: (list[row], Field(min_length=1, max_length=MAX_ROWS))},  # type: ignore[valid-type]
     )
-    probability, label = spec.output.probability, spec.label_field
+    score, label = spec.score_field, spec.label_field
+    fields: dict[str, Any] = {
+        score: (float, Field(description=f"{'probability of' if label else 'predicted'} {spec.target.name}")),
+    }
+    if label is not None:
+        fields[label] = (bool, Field(description=f"{score} >= the spec's decision threshold"))
     prediction = create_model(
         "Prediction",
-        **{
-            probability: (float, Field(description=f"probability of {spec.target.name}")),
-            label: (bool, Field(description=f"{probability} >= the spec's decision threshold")),
-            "model_version": (int, Field(description="MLflow version of the registered model that answered")),
-            "request_id": (str, Field(description="id of this prediction in the prediction log")),
-        },
+        **fields,
+        model_version=(int, Field(description="MLflow version of the registered model that answered")),
+        request_id=(str, Field(description="id of this prediction in the prediction log")),
     )
     response = create_model("PredictResponse", predictions=(list[prediction], ...))  # type: ignore[valid-type]
     schema = RequestSchema(
@@ -146,7 +148,7 @@ def request_schema(spec: ModelSpec, settings: Settings | None = None) -> Request
         types={name: main.columns[name].type for name in columns},
         event_time=dataset.event_time,
         timezone=dataset.timezone,
-        probability=probability,
+        score=score,
         label=label,
         row=row,
         request=request,
@@ -192,7 +194,7 @@ class Scored:
         now = datetime.now(UTC)
         inputs = self.rows[[*self.schema.columns, "date"]].to_dict("records")
         served = self.served.to_dict("records")
-        probability, label = self.schema.probability, self.schema.label
+        outputs = [name for name in (self.schema.score, self.schema.label) if name is not None]
         return [
             {
                 "request_id": p.request_id,  # type: ignore[attr-defined]
@@ -201,15 +203,14 @@ class Scored:
                 "model_version": p.model_version,  # type: ignore[attr-defined]
                 **inputs[i],
                 **served[i],
-                probability: getattr(p, probability),
-                label: getattr(p, label),
+                **{name: getattr(p, name) for name in outputs},
             }
             for i, p in enumerate(self.predictions)
         ]
 
 
 class Predictor:
-    """A fitted pipeline of one registered version, with the spec's feature lookup and decision threshold."""
+    """A fitted pipeline of one registered version, with the spec's feature lookup (and decision threshold)."""
 
     def __init__(self, spec: ModelSpec, model: Any, version: int, *, settings: Settings | None = None) -> None:
         from airflow_mlops.model_input import model_columns
@@ -220,7 +221,7 @@ class Predictor:
         self.settings = settings or get_settings()
         self.schema = request_schema(spec, self.settings)
         self.numeric, self.categorical = model_columns(model)
-        self.threshold = spec.training.decision_threshold
+        self.threshold = spec.training.decision_threshold if spec.is_classifier else None
 
     def lookup(self, rows: pd.DataFrame) -> pd.DataFrame:
         """The spec's Feast feature service for each row at its event time, online (None when unknown)."""
@@ -233,29 +234,26 @@ class Predictor:
         keys = set(self.spec.entity_keys)
         return pd.DataFrame([{k: v for k, v in row.items() if k not in keys} for row in found], index=rows.index)
 
-    def probabilities(self, rows: pd.DataFrame, served: pd.DataFrame) -> Any:
-        """Probabilities for rows whose features were looked up (offline scoring uses this too)."""
+    def scores(self, rows: pd.DataFrame, served: pd.DataFrame) -> Any:
+        """The model's scores (probabilities, or predicted values) for rows whose features were looked up
+        (offline scoring uses this too)."""
+        from airflow_mlops.model_input import model_scores
         from airflow_mlops.training import serving_input
 
-        features = serving_input(self.spec, rows, served, self.numeric, self.categorical)
-        return self.model.predict_proba(features)[:, 1]
+        return model_scores(self.model, serving_input(self.spec, rows, served, self.numeric, self.categorical))
 
     def score(self, rows: list[BaseModel]) -> Scored:
         """Look the features up and score ``rows`` (validated request rows); one prediction each, in order."""
         frame = request_frame(self.schema, rows)
         served = self.lookup(frame)
-        probabilities = self.probabilities(frame, served)
-        prediction = self.schema.prediction
+        values = self.scores(frame, served)
+        prediction, score, label = self.schema.prediction, self.schema.score, self.schema.label
         predictions = [
             prediction(
-                **{
-                    self.schema.probability: float(p),
-                    self.schema.label: bool(p >= self.threshold),
-                    "model_version": self.version,
-                    "request_id": uuid.uuid4().hex,
-                }
+                **{score: float(v), "model_version": self.version, "request_id": uuid.uuid4().hex},
+                **({label: bool(v >= self.threshold)} if label is not None and self.threshold is not None else {}),
             )
-            for p in probabilities
+            for v in values
         ]
         return Scored(predictions=predictions, rows=frame, served=served, schema=self.schema)
 

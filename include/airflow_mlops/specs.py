@@ -11,6 +11,7 @@ invalid file, an error naming the file, the field and the reason.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -36,20 +37,62 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+CLASSIFICATION, REGRESSION = "binary_classification", "regression"
+Task = Literal["binary_classification", "regression"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric the gate and monitoring can judge on: its name, how people write it, its task and direction."""
+
+    name: str
+    title: str
+    task: str
+    higher_is_better: bool
+    no_skill: float  #: what a model without skill scores (the bar when the spec sets none)
+
+    def better(self, new: float, old: float) -> float:
+        """How much better ``new`` is than ``old`` (negative: worse), whatever the metric's direction."""
+        return new - old if self.higher_is_better else old - new
+
+
+#: The metrics a spec may name in ``quality.metric``.
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("auc", "AUC", CLASSIFICATION, True, 0.5),
+        Metric("log_loss", "log loss", CLASSIFICATION, False, math.log(2)),
+        Metric("rmse", "RMSE", REGRESSION, False, math.inf),
+        Metric("mae", "MAE", REGRESSION, False, math.inf),
+        Metric("r2", "R2", REGRESSION, True, 0.0),
+    )
+}
+#: The primary metric of a task when the spec names none.
+DEFAULT_METRIC = {CLASSIFICATION: "auc", REGRESSION: "rmse"}
+#: The algorithms of each task.
+ALGORITHMS = {
+    CLASSIFICATION: ("hist_gradient_boosting", "random_forest", "logistic_regression"),
+    REGRESSION: ("hist_gradient_boosting", "random_forest", "ridge"),
+}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TargetRule(_Strict):
-    """The label: a rule on a column of the example (``amount >= 100``), or a function that may look ahead.
+    """The label: a rule or a column of the example's row, or a function that may look ahead.
 
-    ``rule`` thresholds a column of the example's own row. ``function`` (``module:function``, looked up beside
-    the dataset files) is called with the window's examples and the dataset's tables up to ``horizon_days``
-    after the window (:class:`airflow_mlops.training.LabelInputs`), for labels such as "no order in the next 30
-    days"; a training set then waits until those days are validated.
+    ``rule`` thresholds a column of the example's own row (``amount >= 100``: a yes/no label, for
+    classification); ``value`` takes a numeric column as it is (regression). ``function`` (``module:function``,
+    looked up beside the dataset files) is called with the window's examples and the dataset's tables up to
+    ``horizon_days`` after the window (:class:`airflow_mlops.training.LabelInputs`), for labels such as "no order
+    in the next 30 days" or "units sold over the next week"; a training set then waits until those days are
+    validated. Give exactly one of the three.
     """
 
     rule: str | None = Field(default=None, description="'<column> <op> <number>', op one of >=, <=, >, <, ==, !=")
+    value: str | None = Field(default=None, description="numeric column of the example whose value is the label")
     function: str | None = Field(default=None, description="module:function computing the label (may look ahead)")
     horizon_days: int = Field(default=0, ge=0, le=366, description="days after an example its label looks at")
     name: str = Field(default="label", pattern=_NAME, description="name of the derived label column")
@@ -70,12 +113,23 @@ class TargetRule(_Strict):
             raise ValueError(f"{value!r} is not a dotted path module:function (for example my_labels:churned)")
         return value
 
+    @field_validator("value")
+    @classmethod
+    def _column_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_]\w*", value.strip()):
+            raise ValueError(f"{value!r} is not a column name")
+        return value.strip() if value else value
+
     @model_validator(mode="after")
     def _one_of(self) -> TargetRule:
-        if (self.rule is None) == (self.function is None):
-            raise ValueError("give the label either a `rule` or a `function`, not both and not neither")
-        if self.rule is not None and self.horizon_days:
-            raise ValueError("horizon_days is for label functions; a rule reads the example's own row")
+        given = [name for name in ("rule", "value", "function") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give the label exactly one of `rule` (yes/no), `value` (a numeric column) or `function` "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        if self.function is None and self.horizon_days:
+            raise ValueError("horizon_days is for label functions; a rule or a value reads the example's own row")
         return self
 
     @property
@@ -84,7 +138,7 @@ class TargetRule(_Strict):
         if self.function is not None:
             ahead = f", looking {self.horizon_days} day(s) ahead" if self.horizon_days else ""
             return f"{self.function}(...){ahead}"
-        return str(self.rule)
+        return str(self.rule if self.rule is not None else self.value)
 
     def _match(self) -> re.Match[str]:
         if self.rule is None:
@@ -95,7 +149,9 @@ class TargetRule(_Strict):
 
     @property
     def column(self) -> str | None:
-        """The column a rule reads (None for a label function)."""
+        """The column a rule or a value reads (None for a label function)."""
+        if self.value is not None:
+            return self.value
         return self._match()["column"] if self.rule is not None else None
 
     @property
@@ -118,7 +174,7 @@ class TargetRule(_Strict):
 class Algorithm(_Strict):
     """The scikit-learn estimator to fit and its hyper-parameters."""
 
-    name: Literal["hist_gradient_boosting", "logistic_regression", "random_forest"]
+    name: Literal["hist_gradient_boosting", "random_forest", "logistic_regression", "ridge"]
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 42
 
@@ -131,7 +187,7 @@ class Training(_Strict):
     window_days: int = Field(default=59, ge=7, le=366)
     holdout_days: int = Field(default=7, ge=1)
     schedule: str | None = None
-    decision_threshold: float = Field(default=0.5, gt=0, lt=1)
+    decision_threshold: float = Field(default=0.5, gt=0, lt=1, description="classification: yes when p >= this")
     #: New data (the features asset) retrains only when the window end is this many days past the champion's;
     #: drift events, the cron and requests are not held back by it.
     retrain_every_days: int = Field(default=7, ge=1, le=366)
@@ -146,12 +202,18 @@ class Training(_Strict):
 
 
 class Quality(_Strict):
-    """The champion/challenger gate."""
+    """The champion/challenger gate, on the spec's primary metric (see :data:`METRICS`).
 
-    min_auc: float = Field(default=0.65, ge=0.5, le=1)
-    min_improvement: float = Field(default=0.0, ge=-1, le=1)
-    max_slice_auc_drop: float = Field(default=0.05, ge=0, le=1)
-    slices: list[str] = Field(default_factory=list, description="columns whose values each keep their AUC")
+    ``bar`` is the absolute bar every version must clear (``AUC >= 0.65``, ``RMSE <= 12``); without one, a
+    version must beat the no-skill baseline (AUC above 0.5, R2 above 0: better than predicting the mean).
+    ``min_improvement`` and ``max_slice_drop`` are in the metric's units, in its better direction.
+    """
+
+    metric: str | None = Field(default=None, description="primary metric; default auc (classification), rmse")
+    bar: float | None = Field(default=None, description="absolute bar on the metric (>= or <= by its direction)")
+    min_improvement: float = Field(default=0.0, description="how much better than the champion, in the metric")
+    max_slice_drop: float = Field(default=0.05, ge=0, description="how much worse any slice may get")
+    slices: list[str] = Field(default_factory=list, description="columns each of whose values is scored alone")
 
 
 class DriftPolicy(_Strict):
@@ -159,7 +221,8 @@ class DriftPolicy(_Strict):
 
     drift_share: float = Field(default=0.3, gt=0, le=1)
     feature_thresholds: dict[str, float] = Field(default_factory=dict)
-    max_quality_drop: float = Field(default=0.05, ge=0, le=1)
+    #: How much worse than the champion's holdout the served traffic may score, in the primary metric.
+    max_quality_drop: float = Field(default=0.05, ge=0)
     min_rows: int = Field(default=500, ge=1)
     #: Current data of the run for day D: the served traffic of D and the days before it (a week smooths the
     #: features that are constant within a day, such as an hourly reading or the day of week).
@@ -222,10 +285,13 @@ class Deploy(_Strict):
 class Output(_Strict):
     """The names of a prediction's fields in the endpoint's answer."""
 
-    probability: str = Field(default="probability", pattern=_NAME, description="the positive class's probability")
+    probability: str = Field(default="probability", pattern=_NAME, description="classification: P(yes)")
     label: str | None = Field(
-        default=None, pattern=_NAME, description="the decision (probability >= threshold); default: the target's name"
+        default=None,
+        pattern=_NAME,
+        description="classification: the decision (probability >= threshold); default: the target's name",
     )
+    value: str = Field(default="prediction", pattern=_NAME, description="regression: the predicted value")
 
 
 class ModelSpec(_Strict):
@@ -233,6 +299,7 @@ class ModelSpec(_Strict):
 
     name: str = Field(pattern=_NAME, description="registered model name in MLflow")
     description: str = ""
+    task: Task = Field(default=CLASSIFICATION, description="binary_classification or regression")
     dataset: str = Field(pattern=_NAME)
     entity_keys: list[str] = Field(min_length=1)
     feature_service: str = Field(pattern=_NAME)
@@ -255,10 +322,48 @@ class ModelSpec(_Strict):
             raise ValueError(f"unknown dataset {value!r}; known datasets: {', '.join(sorted(known)) or 'none'}")
         return value
 
+    @model_validator(mode="after")
+    def _fits_task(self) -> ModelSpec:
+        task = self.task
+        if task == REGRESSION and self.target.rule is not None:
+            raise ValueError(
+                f"target: a rule makes a yes/no label; for regression give `value: <numeric column>` "
+                f"or a `function` (rule {self.target.rule!r})"
+            )
+        if task == CLASSIFICATION and self.target.value is not None:
+            raise ValueError(
+                f"target: `value` is for regression; set `task: regression`, or write a yes/no `rule` "
+                f"such as '{self.target.value} >= 15'"
+            )
+        if self.algorithm.name not in ALGORITHMS[task]:
+            raise ValueError(
+                f"algorithm.name: {self.algorithm.name!r} is not a {task} algorithm; "
+                f"choose one of {', '.join(ALGORITHMS[task])}"
+            )
+        metric = self.quality.metric
+        if metric is not None and (metric not in METRICS or METRICS[metric].task != task):
+            choices = [m.name for m in METRICS.values() if m.task == task]
+            raise ValueError(f"quality.metric: {metric!r} is not a {task} metric; choose one of {', '.join(choices)}")
+        return self
+
     @property
-    def label_field(self) -> str:
-        """The name of the decision in a prediction (``output.label``, else the target's name)."""
-        return self.output.label or self.target.name
+    def metric(self) -> Metric:
+        """The primary metric: the gate's, the slices' and monitoring's (``quality.metric`` or the task's)."""
+        return METRICS[self.quality.metric or DEFAULT_METRIC[self.task]]
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task == CLASSIFICATION
+
+    @property
+    def label_field(self) -> str | None:
+        """The decision's field in a prediction (``output.label``, else the target's name); None for regression."""
+        return (self.output.label or self.target.name) if self.is_classifier else None
+
+    @property
+    def score_field(self) -> str:
+        """The prediction's main field: the probability (classification) or the predicted value (regression)."""
+        return self.output.probability if self.is_classifier else self.output.value
 
 
 #: Why one spec file could not be loaded (file, dotted field, reason).

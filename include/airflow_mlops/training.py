@@ -6,13 +6,13 @@ dataset's ``event_time``; :func:`airflow_mlops.features.entity_frame`), joins th
 feature service point-in-time (:func:`airflow_mlops.features.historical_features`), adds the request-time
 features the spec lists (columns known at the event, or calendar features of the event time on the dataset's
 local clock: ``month``, ``hour``, ``day_of_week`` ...; columns declared ``after_event`` are refused) and derives
-the label with the spec's target rule. The split is by time only: the last ``holdout_days`` days of the window
-are the holdout.
+the label with the spec's target (a rule, a numeric column, or a function). The split is by time only: the last
+``holdout_days`` days of the window are the holdout.
 
 Every validated example of the window becomes one row, identified by a stable ``row_id``
-(``YYYYMMDD * 1_000_000 + position in the day``), so the same example has the same id in every window. The
-label follows the spec's rule, for which a missing value is negative; how many rows that concerns is recorded
-as ``rows_without_target``.
+(``YYYYMMDD * 1_000_000 + position in the day``), so the same example has the same id in every window. A rule's
+label is negative where its column is missing; a regression label's row is dropped where its column is
+missing; how many rows that concerns is recorded as ``rows_without_target``.
 
 :class:`TrainingSet` is saved as ``training_set.parquet`` + ``training_set.json`` in a folder
 (:meth:`TrainingSet.save`, :meth:`TrainingSet.load`), so Airflow tasks pass a path, never a frame. Its train and
@@ -21,8 +21,9 @@ holdout digests (sha256 of the model-ready rows) identify the data in MLflow and
 :func:`fit` fits a scikit-learn pipeline on the train rows and scores the holdout. Categorical columns are
 ordinal-encoded with unseen categories (and missing values) mapped to NaN, which the tree models treat as
 missing, so a category never seen in training is never an error at serving time; the HistGradientBoosting model treats
-the encoded columns as native categorical features. The model input is :func:`model_input`: numeric columns as
-float64, categorical ones as object with NaN for missing (the same conversion serving must apply).
+the encoded columns as native categorical features. Classification fits a classifier (the score is P(yes)),
+regression a regressor of the same family (the score is the value). The model input is :func:`model_input`:
+numeric columns as float64, categorical ones as object with NaN for missing (the same conversion serving must apply).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from airflow_mlops.datasets import dataset_spec, validated_examples
 from airflow_mlops.features import TIMESTAMP, entity_frame, historical_features
 from airflow_mlops.model_input import categorical_values, model_input
 from airflow_mlops.settings import Settings, get_settings
-from airflow_mlops.specs import ModelSpec
+from airflow_mlops.specs import ALGORITHMS, CLASSIFICATION, ModelSpec
 from airflow_mlops.user_code import load_callable
 from airflow_mlops.zones import aside, partition_path
 
@@ -136,7 +137,8 @@ class TrainingSet:
         return self.frame.loc[self.frame[SPLIT] == HOLDOUT].reset_index(drop=True)
 
     def meta(self) -> dict[str, Any]:
-        """JSON-able description (everything but the frame), with row counts and positive rates."""
+        """JSON-able description (everything but the frame), with row counts and the label's mean per split (the
+        positive rate of a yes/no label)."""
         raw = {k: v for k, v in asdict(replace(self, frame=None)).items() if k != "frame"}  # type: ignore[arg-type]
         for key in ("window_start", "window_end", "holdout_start"):
             raw[key] = raw[key].isoformat()
@@ -145,7 +147,7 @@ class TrainingSet:
         split = self.frame[SPLIT]
         label = self.frame[self.target]
         raw["rows"] = {TRAIN: int((split == TRAIN).sum()), HOLDOUT: int((split == HOLDOUT).sum())}
-        raw["positive_rate"] = {
+        raw["label_mean"] = {
             name: float(label[split == name].mean()) if (split == name).any() else None for name in (TRAIN, HOLDOUT)
         }
         return raw
@@ -162,7 +164,7 @@ class TrainingSet:
                 "window_end",
                 "holdout_start",
                 "rows",
-                "positive_rate",
+                "label_mean",
                 "train_digest",
                 "holdout_digest",
                 "missing_days",
@@ -383,13 +385,14 @@ def _tables_over(settings: Settings, dataset: str, first: date, last: date) -> d
 
 
 def labels(spec: ModelSpec, examples: pd.DataFrame, settings: Settings | None = None) -> tuple[pd.Series, int]:
-    """The spec's label of each example (0/1, in order) and how many examples had no value to judge.
+    """The spec's label of each example (in order: 0/1 for classification, a float for regression) and how
+    many examples had no value to judge.
 
-    A rule reads the example's own column, and a missing value is negative (counted). A label function is
+    A rule reads the example's own column, and a missing value is negative (counted); a ``value`` column is the
+    label as it is (missing values stay NaN, counted: the training set drops those rows). A label function is
     called with :class:`LabelInputs` over the examples' days and the horizon after them; every day of the
     horizon must be validated (:func:`horizon_missing`), else :class:`TrainingError` says which.
     """
-    import numpy as np
     import pandas as pd
 
     settings = settings or get_settings()
@@ -398,18 +401,24 @@ def labels(spec: ModelSpec, examples: pd.DataFrame, settings: Settings | None = 
         column = target.column
         assert column is not None
         if column not in examples.columns:
+            kind = f"target rule {target.rule!r}" if target.rule is not None else "target value"
             raise TrainingError(
-                f"{spec.name}: the target rule {target.rule!r} needs column {column!r}, which the validated "
-                f"{spec.dataset} examples lack"
+                f"{spec.name}: the {kind} needs column {column!r}, which the validated {spec.dataset} examples lack"
             )
-        values = target.apply(examples[column]).astype("int64")
-        return pd.Series(values.to_numpy(), index=examples.index), int(examples[column].isna().sum())
+        missing = int(examples[column].isna().sum())
+        if target.rule is not None:
+            values = target.apply(examples[column]).astype("int64")
+        else:
+            values = pd.to_numeric(examples[column], errors="coerce").astype("float64")
+            if values.isna().sum() > missing:
+                raise TrainingError(f"{spec.name}: target value column {column!r} holds values that are not numbers")
+        return pd.Series(values.to_numpy(), index=examples.index), missing
     days = sorted(date.fromisoformat(d) for d in examples[PARTITION].unique())
-    missing = horizon_missing(spec, days[-1], settings)
-    if missing:
+    missing_days = horizon_missing(spec, days[-1], settings)
+    if missing_days:
         raise TrainingError(
             f"{spec.name}: the label looks {target.horizon_days} day(s) ahead of {days[-1]}; "
-            f"{len(missing)} of those days are not validated yet (first {missing[0]})"
+            f"{len(missing_days)} of those days are not validated yet (first {missing_days[0]})"
         )
     horizon_end = days[-1] + timedelta(days=target.horizon_days)
     try:
@@ -425,24 +434,32 @@ def labels(spec: ModelSpec, examples: pd.DataFrame, settings: Settings | None = 
         raise TrainingError(
             f"{spec.name}: label function {target.function} failed: {type(exc).__name__}: {exc}"
         ) from exc
+    return _checked_labels(spec, raw, examples), 0
+
+
+def _checked_labels(spec: ModelSpec, raw: Any, examples: pd.DataFrame) -> pd.Series:
+    """A label function's result as labels of ``examples``: one per example, none missing, 0/1 or numbers."""
+    import numpy as np
+    import pandas as pd
+
+    name = spec.target.function
     values = pd.Series(np.asarray(raw), index=examples.index) if not isinstance(raw, pd.Series) else raw
     if len(values) != len(examples):
         raise TrainingError(
-            f"{spec.name}: label function {target.function} returned {len(values)} labels for {len(examples)} examples"
+            f"{spec.name}: label function {name} returned {len(values)} labels for {len(examples)} examples"
         )
     if values.isna().any():
-        raise TrainingError(
-            f"{spec.name}: label function {target.function} returned {int(values.isna().sum())} missing labels"
-        )
+        raise TrainingError(f"{spec.name}: label function {name} returned {int(values.isna().sum())} missing labels")
+    kind = "booleans or 0/1" if spec.is_classifier else "numbers"
     try:
-        binary = values.astype("int64")
+        converted = values.astype("int64" if spec.is_classifier else "float64")
     except (TypeError, ValueError) as exc:
-        raise TrainingError(
-            f"{spec.name}: label function {target.function} must return booleans or 0/1: {exc}"
-        ) from exc
-    if not binary.isin([0, 1]).all():
-        raise TrainingError(f"{spec.name}: label function {target.function} must return booleans or 0/1")
-    return pd.Series(binary.to_numpy(), index=examples.index), 0
+        raise TrainingError(f"{spec.name}: label function {name} must return {kind}: {exc}") from exc
+    if spec.is_classifier and not converted.isin([0, 1]).all():
+        raise TrainingError(f"{spec.name}: label function {name} must return {kind}")
+    if not spec.is_classifier and not np.isfinite(converted.to_numpy()).all():
+        raise TrainingError(f"{spec.name}: label function {name} returned infinite values")
+    return pd.Series(converted.to_numpy(), index=examples.index)
 
 
 def _read_window(
@@ -528,6 +545,9 @@ def build_training_set(spec: ModelSpec, window_end: date, *, settings: Settings 
         )
     examples = pd.concat(parts, ignore_index=True)
     label, without_target = labels(spec, examples, settings)  # first: a label that cannot be made stops here
+    if label.isna().any():  # a regression value that is missing: nothing to learn from that example
+        known = label.notna().to_numpy()
+        examples, label = examples.loc[known].reset_index(drop=True), label.loc[known].reset_index(drop=True)
     schedule = {name: _request_feature(examples, name, spec, settings) for name in spec.features}  # bad names first
 
     entities = entity_frame(examples, spec.entity_keys, event_time(spec, settings)[0])
@@ -600,23 +620,37 @@ def _ordinal_encoder(unknown: float) -> Any:
 
 
 def build_pipeline(
-    algorithm: str, params: dict[str, Any], seed: int, numeric: Sequence[str], categorical: Sequence[str]
+    algorithm: str,
+    params: dict[str, Any],
+    seed: int,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    task: str = CLASSIFICATION,
 ) -> Pipeline:
-    """The unfitted scikit-learn pipeline of ``algorithm`` over ``numeric`` then ``categorical`` columns.
+    """The unfitted scikit-learn pipeline of ``algorithm`` for ``task`` over ``numeric`` then ``categorical`` columns.
 
-    Unseen and missing categories become NaN (tree models: missing values), or, for logistic regression, an
-    all-zero one-hot row; missing numbers are native NaN for the trees and the median for logistic regression.
+    Unseen and missing categories become NaN (tree models: missing values), or, for the linear models (logistic
+    regression, ridge), an all-zero one-hot row; missing numbers are native NaN for the trees and the median for
+    the linear models.
     """
     import numpy as np
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     numeric, categorical = list(numeric), list(categorical)
-    if algorithm == "logistic_regression":
+    classifier = task == CLASSIFICATION
+    if algorithm not in ALGORITHMS[task]:
+        raise TrainingError(f"{algorithm!r} is not a {task} algorithm ({', '.join(ALGORITHMS[task])})")
+    if algorithm in ("logistic_regression", "ridge"):
         encode = ColumnTransformer(
             [
                 ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
@@ -631,7 +665,10 @@ def build_pipeline(
             ],
             verbose_feature_names_out=False,
         )
-        estimator: Any = LogisticRegression(**{"max_iter": 1000, **params, "random_state": seed})
+        if classifier:
+            estimator: Any = LogisticRegression(**{"max_iter": 1000, **params, "random_state": seed})
+        else:
+            estimator = Ridge(**{**params, "random_state": seed})
     else:
         encode = ColumnTransformer(
             [("numeric", "passthrough", numeric), ("categorical", _ordinal_encoder(np.nan), categorical)],
@@ -639,15 +676,13 @@ def build_pipeline(
         )
         if algorithm == "hist_gradient_boosting":
             mask = [False] * len(numeric) + [True] * len(categorical)
-            estimator = HistGradientBoostingClassifier(
+            boosting = HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor
+            estimator = boosting(
                 **{**params, "categorical_features": mask if categorical else None, "random_state": seed}
             )
-        elif algorithm == "random_forest":
-            estimator = RandomForestClassifier(
-                **{"n_estimators": 200, "min_samples_leaf": 20, **params, "random_state": seed}
-            )
         else:
-            raise TrainingError(f"unknown algorithm {algorithm!r}")
+            forest = RandomForestClassifier if classifier else RandomForestRegressor
+            estimator = forest(**{"n_estimators": 200, "min_samples_leaf": 20, **params, "random_state": seed})
     return Pipeline([("encode", encode), ("model", estimator)])
 
 
@@ -664,12 +699,19 @@ def fit(spec: ModelSpec, training_set: TrainingSet) -> FitResult:
     if train.empty or training_set.holdout.empty:
         raise TrainingError(f"{spec.name}: the training set needs train and holdout rows")
     labels = train[training_set.target].to_numpy()
-    if len(np.unique(labels)) < 2:
+    if spec.is_classifier and len(np.unique(labels)) < 2:
         raise TrainingError(f"{spec.name}: the train rows have a single class ({training_set.target}={labels[0]})")
+    if not spec.is_classifier and np.ptp(labels) == 0:
+        raise TrainingError(f"{spec.name}: the train rows have a constant label ({training_set.target}={labels[0]})")
     algorithm = spec.algorithm
     try:
         pipeline = build_pipeline(
-            algorithm.name, dict(algorithm.params), algorithm.seed, training_set.numeric, training_set.categorical
+            algorithm.name,
+            dict(algorithm.params),
+            algorithm.seed,
+            training_set.numeric,
+            training_set.categorical,
+            spec.task,
         )
     except TypeError as exc:
         raise TrainingError(f"{spec.name}: invalid params for {algorithm.name}: {exc}") from exc
@@ -682,13 +724,14 @@ def fit(spec: ModelSpec, training_set: TrainingSet) -> FitResult:
     scores = score(pipeline, training_set.holdout, spec)
     train_scores = score(pipeline, train, spec, slices=False)
     log.info(
-        "%s: fitted %s in %.1f s on %s rows: holdout AUC %.4f (train %.4f)",
+        "%s: fitted %s in %.1f s on %s rows: holdout %s %.4f (train %.4f)",
         spec.name,
         algorithm.name,
         seconds,
         len(train),
-        scores.auc,
-        train_scores.auc,
+        spec.metric.title,
+        scores.primary,
+        train_scores.primary,
     )
     estimator = pipeline.named_steps["model"]
     params = {k: v for k, v in estimator.get_params().items() if k != "categorical_features"}

@@ -134,7 +134,7 @@ def write_spec(models_dir: Path) -> Path:
     raw = yaml.safe_load(SPEC_FILE.read_text(encoding="utf-8"))
     raw["training"].update(window_days=14, holdout_days=3)
     raw["algorithm"]["params"]["max_iter"] = 100
-    raw["quality"]["min_auc"] = 0.6
+    raw["quality"]["bar"] = 0.6
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / SPEC_FILE.name
     target.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")

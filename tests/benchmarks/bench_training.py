@@ -374,7 +374,7 @@ def measure_logging(window: Window, rounds: int, tmp: Path) -> LoggingResult:
             last = fit(spec, training_set)
             result.fit_s.append(time.perf_counter() - mark)
             result.pipeline_fit_s.append(last.fit_seconds)
-            result.holdout_auc = last.scores.auc
+            result.holdout_auc = last.scores["auc"]
             phases.reset()
             mark = time.perf_counter()
             ref = registry.train_and_register(spec, training_set, last, force=True, settings=settings)

@@ -74,7 +74,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     raw = yaml.safe_load((PROJECT_ROOT / "include" / "models" / "flight_delay.yaml").read_text())
     raw["training"].update(window_days=7, holdout_days=2, retrain_every_days=100)
     raw["algorithm"]["params"]["max_iter"] = 60
-    raw["quality"]["min_auc"] = 0.55
+    raw["quality"]["bar"] = 0.55
     raw["drift"].update(min_rows=200, current_days=3, cooldown_hours=24)
     raw["deploy"] = {"target": "local", "local": {"port": port}, "smoke_rows": 20}
     (models / "flight_delay.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

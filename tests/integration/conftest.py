@@ -109,7 +109,7 @@ def models_dir(mlops_home: Path) -> Iterator[Path]:
     spec = yaml.safe_load((PROJECT_ROOT / "include" / "models" / "flight_delay.yaml").read_text())
     spec["training"].update(window_days=TEST_WINDOW_DAYS, holdout_days=TEST_HOLDOUT_DAYS)
     spec["algorithm"]["params"]["max_iter"] = 100
-    spec["quality"]["min_auc"] = 0.6
+    spec["quality"]["bar"] = 0.6
     # Deployments of the session serve on a free port, never the user's 3000.
     spec["deploy"] = {"target": "local", "local": {"port": free_port()}, "smoke_rows": 30}
     folder = mlops_home.parent / f"{mlops_home.name}-models"

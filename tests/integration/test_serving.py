@@ -83,7 +83,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, nyc_cache_dir: Path) -> Ite
     raw = yaml.safe_load((PROJECT_ROOT / "include" / "models" / f"{MODEL}.yaml").read_text())
     raw["training"].update(window_days=len(DAYS), holdout_days=3)
     raw["algorithm"]["params"]["max_iter"] = 60
-    raw["quality"]["min_auc"] = 0.55
+    raw["quality"]["bar"] = 0.55
     raw["deploy"] = {"target": "local", "local": {"port": free_port()}, "smoke_rows": 30}
     (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
@@ -381,8 +381,8 @@ def test_replay_fills_the_log_and_monitoring_judges_it(served: Served, server: s
     assert judged.rows >= result.rows and judged.labelled_rows >= result.rows  # outcomes joined
     champion = registry.champion(spec, served.settings)  # the switch test above promoted a second version
     assert judged.champion_version == champion.version
-    assert 0.5 < judged.auc < 1 and judged.champion_auc is not None
-    assert judged.quality_drop == pytest.approx(judged.champion_auc - judged.auc)
+    assert judged.metric == "auc" and 0.5 < judged.quality < 1 and judged.champion_quality is not None
+    assert judged.quality_drop == pytest.approx(judged.champion_quality - judged.quality)
     for name in ("drift_html", "drift_json", "quality_html", "quality_json", "summary"):
         assert Path(judged.reports[name]).stat().st_size > 0, name
     assert json.loads(Path(judged.reports["drift_json"]).read_text())["metrics"]

@@ -5,7 +5,7 @@
   server's ``http://`` URL as ``MLOPS_MLFLOW_TRACKING_URI``.
 * The data: the 14 real January 2013 days of ``tests/unit/test_training.py`` (:func:`shared_window`: validated
   flights and weather, Feast feature tables), and the shipped spec with the integration session's window
-  (14 days, 3 of holdout), ``max_iter`` 100 and ``min_auc`` 0.6.
+  (14 days, 3 of holdout), ``max_iter`` 100 and ``quality.bar`` 0.6.
 * The flow: :func:`registry.train` registers version 1 as ``@challenger`` and ``@champion``; its run, model,
   card and decision are stored through the server; ``models:/flight_delay@champion`` loads through the server
   and predicts; the same window again adds no version; a crippled challenger is rejected; with the server
@@ -58,7 +58,7 @@ def server_spec(**params: object) -> ModelSpec:
     raw = load_spec(PROJECT_ROOT / "include" / "models" / f"{MODEL}.yaml").model_dump()
     raw["training"].update(window_days=TEST_WINDOW_DAYS, holdout_days=TEST_HOLDOUT_DAYS)
     raw["algorithm"]["params"].update({"max_iter": 100, **params})
-    raw["quality"]["min_auc"] = 0.6
+    raw["quality"]["bar"] = 0.6
     return ModelSpec.model_validate(raw)
 
 
@@ -187,7 +187,7 @@ def test_first_model_is_registered_as_champion_with_its_run_stored_through_the_s
     ref = outcome.ref
     assert (ref.name, ref.version, ref.created) == (MODEL, 1, True)
     assert outcome.decision.promote and outcome.promoted
-    assert outcome.decision.reasons[0].startswith("AUC 0.") and outcome.decision.reasons[0].endswith(">= 0.6 (min_auc)")
+    assert outcome.decision.reasons[0].startswith("AUC 0.") and outcome.decision.reasons[0].endswith(">= 0.6 (bar)")
     assert "no champion yet: absolute thresholds only" in outcome.decision.reasons
     assert outcome.champion_before is None
     assert outcome.champion_after == registry.ModelVersionRef(MODEL, 1, ref.run_id)
@@ -202,7 +202,7 @@ def test_first_model_is_registered_as_champion_with_its_run_stored_through_the_s
     # Metrics: the holdout AUC is above the bar, and is what the gate recomputed through the server's model.
     metrics = run.data.metrics
     assert metrics["holdout.auc"] > 0.6
-    assert metrics["holdout.auc"] == pytest.approx(outcome.scores.auc)
+    assert metrics["holdout.auc"] == pytest.approx(outcome.scores["auc"])
     assert metrics["gate.challenger.auc"] == pytest.approx(metrics["holdout.auc"])
     assert metrics["rows.holdout"] == len(training_set.holdout) == outcome.training_set["rows"]["holdout"]
     assert {"holdout.brier", "holdout.slice.origin.EWR.auc", "train.auc", "fit_seconds"} <= set(metrics)
@@ -269,7 +269,7 @@ def test_the_champion_loads_through_the_server_and_predicts_holdout_probabilitie
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
     # The served model is the scored one: its holdout AUC is the logged metric.
     auc = roc_auc_score(holdout[training_set.target], probabilities[:, 1])
-    assert auc == pytest.approx(first.outcome.scores.auc)
+    assert auc == pytest.approx(first.outcome.scores["auc"])
     sklearn_model = registry.load_model(
         registry.champion(first.spec, mlflow_server.settings()), mlflow_server.settings()
     )
@@ -295,7 +295,7 @@ def test_a_worse_challenger_is_rejected_and_an_outage_moves_nothing(
     crippled = server_spec(**CRIPPLED)
     worse = registry.train(MODEL, WINDOW_END, spec=crippled, force=True, tags=TAGS, settings=settings)
     assert (worse.ref.version, worse.ref.created, worse.decision.promote, worse.promoted) == (2, True, False, False)
-    assert worse.scores.auc < first.outcome.scores.auc
+    assert worse.scores["auc"] < first.outcome.scores["auc"]
     assert worse.decision.reasons[0].startswith("AUC improvement -")
     assert worse.champion_after == first.outcome.champion_after  # @champion did not move
     assert registry.aliases(first.spec, settings) == {"challenger": 2, "champion": 1}

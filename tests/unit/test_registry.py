@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from airflow_mlops import registry
-from airflow_mlops.evaluation import predict_proba
+from airflow_mlops.evaluation import predict_scores
 from airflow_mlops.registry import RegistryError, TrainOutcome
 from airflow_mlops.settings import Settings, load_settings
 from airflow_mlops.specs import ModelSpec
@@ -83,7 +83,7 @@ def test_first_model_is_registered_gated_and_promoted(first: First, settings: Se
     assert (ref.name, ref.version, ref.created) == ("delay_first", 1, True)
     assert outcome.decision.promote and outcome.promoted
     assert outcome.decision.reasons[0].startswith("AUC 0.")
-    assert outcome.decision.reasons[0].endswith(">= 0.55 (min_auc)")
+    assert outcome.decision.reasons[0].endswith(">= 0.55 (bar)")
     assert "no champion yet: absolute thresholds only" in outcome.decision.reasons
     assert outcome.champion_before is None
     assert outcome.champion_after is not None and outcome.champion_after.version == 1
@@ -107,7 +107,7 @@ def test_the_run_records_params_metrics_data_code_and_airflow_tags(first: First,
     assert params["feature_service"] == "flight_delay_v1"
     assert "temp" in params["features.numeric"].split(",") and "dest" in params["features.categorical"].split(",")
     metrics = run.data.metrics
-    assert metrics["holdout.auc"] == pytest.approx(first.outcome.scores.auc)
+    assert metrics["holdout.auc"] == pytest.approx(first.outcome.scores["auc"])
     assert metrics["gate.challenger.auc"] == pytest.approx(metrics["holdout.auc"])
     assert {"holdout.slice.origin.EWR.auc", "holdout.slice.carrier.UA.auc", "train.auc", "fit_seconds"} <= set(metrics)
     assert metrics["rows.holdout"] == summary["rows"]["holdout"]
@@ -139,7 +139,7 @@ def test_the_model_loads_back_and_predicts_what_was_scored(
     model = registry.load_model(first.outcome.ref, settings)
     refit = fit(first.spec, training_set)  # deterministic: the same pipeline as the registered one
     holdout = training_set.holdout
-    assert np.array_equal(predict_proba(model, holdout), predict_proba(refit.model, holdout))
+    assert np.array_equal(predict_scores(model, holdout), predict_scores(refit.model, holdout))
 
 
 def test_the_model_card_shows_data_features_metrics_and_decision(
@@ -174,7 +174,7 @@ def test_a_worse_challenger_is_rejected_and_a_passing_one_moves_the_champion(
     v2 = registry.train(weak.name, WINDOW_END, spec=weak, settings=settings)
     assert (v2.ref.version, v2.ref.created, v2.decision.promote, v2.promoted) == (2, True, False, False)
     assert v2.decision.reasons[0].startswith("AUC improvement -")
-    assert any(r.startswith("slice ") and "AUC dropped" in r for r in v2.decision.reasons)
+    assert any(r.startswith("slice ") and "AUC worse by" in r for r in v2.decision.reasons)
     assert aliases_of(settings, good) == {"challenger": 2, "champion": 1}  # the champion did not move
     assert v2.champion_after == registry.champion(good, settings) and v2.champion_after.version == 1
     run = client(settings).get_run(v2.ref.run_id)

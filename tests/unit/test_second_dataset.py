@@ -4,7 +4,8 @@
 (Asia/Tokyo), its own suite, feature function, Feast module and model spec, all written into a temporary
 project here. The engine runs it in process: land (file source) -> validate (its suite) -> features (its
 function) -> materialize -> point-in-time training set -> fit -> score online, and the online scores of new
-examples equal the offline ones.
+examples equal the offline ones. A regression model on the same data (a look-ahead aggregate label: the shop's
+returns the next day) goes the same way to a gated version and an answer carrying the predicted value.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def compute(inputs):
     return {"shop_recent": recent}
 
 
+def returns_tomorrow(inputs):
+    """A regression label that looks ahead and aggregates: how many sales the example's shop gets back tomorrow."""
+    sales = inputs.tables["sales"]
+    per_day = sales[sales["returned"] >= 1].groupby(["shop", "partition_date"]).size()
+    examples = inputs.examples
+    tomorrow = (pd.to_datetime(examples["partition_date"]) + pd.Timedelta(days=1)).dt.strftime("%Y-%m-%d")
+    return pd.Series([float(per_day.get((s, t), 0)) for s, t in zip(examples["shop"], tomorrow)], index=examples.index)
+
+
 def busier_tomorrow(inputs):
     """A label that looks ahead: the example's shop sells more the next day than on the example's day."""
     per_day = inputs.tables["sales"].groupby(["shop", "partition_date"]).size()
@@ -132,7 +142,7 @@ SPEC = {
     "features": ["hour", "day_of_week", "basket"],
     "algorithm": {"name": "hist_gradient_boosting", "params": {"max_iter": 50}, "seed": 7},
     "training": {"window_days": 10, "holdout_days": 2},
-    "quality": {"min_auc": 0.5, "slices": ["shop"]},
+    "quality": {"bar": 0.5, "slices": ["shop"]},
 }
 
 
@@ -141,6 +151,18 @@ LOOK_AHEAD = {
     "name": "busier",
     "target": {"function": "shops_code:busier_tomorrow", "horizon_days": 1, "name": "busier_tomorrow"},
     "training": {"window_days": 8, "holdout_days": 2},
+}
+
+
+REGRESSION = {
+    **SPEC,
+    "name": "returns_next_day",
+    "task": "regression",
+    "target": {"function": "shops_code:returns_tomorrow", "horizon_days": 1, "name": "returns_tomorrow"},
+    "features": ["hour", "basket"],
+    "training": {"window_days": 9, "holdout_days": 2},
+    "quality": {"max_slice_drop": 5.0, "slices": ["shop"]},  # RMSE by default; no bar: must beat the mean
+    "output": {"value": "expected_returns"},
 }
 
 
@@ -172,6 +194,7 @@ def shops_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (repo / "shops.py").write_text(textwrap.dedent(FEAST))
     (models / "returns.yaml").write_text(yaml.safe_dump(SPEC))
     (models / "busier.yaml").write_text(yaml.safe_dump(LOOK_AHEAD))
+    (models / "returns_next_day.yaml").write_text(yaml.safe_dump(REGRESSION))
     monkeypatch.setenv("MLOPS_DATASETS_DIR", str(datasets))
     monkeypatch.setenv("MLOPS_FEATURE_REPO", str(repo))
     monkeypatch.setenv("MLOPS_MODELS_DIR", str(models))
@@ -206,11 +229,11 @@ def test_a_second_dataset_runs_from_landing_to_online_scores(shops_project: Path
     assert later["sales_3d"].notna().all()
 
     result = fit(spec, training_set)
-    assert result.scores.auc > 0.65, result.scores  # the shop and the basket carry real signal
+    assert result.scores["auc"] > 0.65, result.scores  # the shop and the basket carry real signal
 
     new = pd.read_csv(shops_project / f"date={NEXT_DAY.isoformat()}" / "sales.csv").head(50)
     predictor = Predictor(spec, result.model, 1, settings=settings)
-    online = predictor.probabilities(new, predictor.lookup(new))
+    online = predictor.scores(new, predictor.lookup(new))
     joined = historical_features(entity_frame(new, ["shop"], "sold_at"), service="shops_v1", settings=settings)
     served = joined.drop(columns=["row_id", "shop", "event_timestamp"])
     offline_input = serving_input(spec, new, served, predictor.numeric, predictor.categorical)
@@ -255,3 +278,63 @@ def test_a_label_that_looks_ahead_waits_for_its_horizon(shops_project: Path) -> 
         expected = rows["shop"].map(lambda shop, d=day: sales[d + timedelta(days=1)][shop] > sales[d][shop])
         assert rows["busier_tomorrow"].tolist() == expected.astype(int).tolist()
     assert training_set.target_rule == "shops_code:busier_tomorrow(...), looking 1 day(s) ahead"
+
+
+def test_a_regression_model_with_a_look_ahead_aggregate_label_is_gated_and_answers_a_value(
+    shops_project: Path,
+) -> None:
+    """Regression through the same seams: the label function aggregates tomorrow's returns per shop; the
+    regressor is scored in RMSE/MAE/R2, gated against the no-skill baseline, and answers with ``output.value``."""
+    from airflow_mlops.evaluation import gate
+    from airflow_mlops.serving import request_schema
+
+    settings = get_settings()
+    for day in [*DAYS, NEXT_DAY]:
+        land_partition("shops", day, settings=settings)
+        check_partition("shops", day, settings=settings)
+        build_features("shops", day, settings=settings)
+        materialize_day("shops", day, settings=settings)
+    spec = load_specs(settings.models_dir).specs["returns_next_day"]
+    assert (spec.task, spec.metric.name, spec.score_field, spec.label_field) == (
+        "regression",
+        "rmse",
+        "expected_returns",
+        None,
+    )
+    training_set = build_training_set(spec, DAYS[-1], settings=settings)  # the horizon (NEXT_DAY) has landed
+    frame = training_set.frame
+    returns = {
+        day: pd.read_csv(shops_project / f"date={day.isoformat()}" / "sales.csv")
+        .query("returned >= 1")
+        .groupby("shop")
+        .size()
+        for day in [*DAYS, NEXT_DAY]
+    }
+    last = frame[frame["partition_date"] == DAYS[-1].isoformat()]
+    assert last["returns_tomorrow"].tolist() == last["shop"].map(returns[NEXT_DAY]).astype(float).tolist()
+
+    result = fit(spec, training_set)
+    scores = result.scores
+    assert scores.metric == "rmse" and scores.primary == scores["rmse"] and scores["r2"] > 0.5, scores
+    assert set(scores.slices["shop"]) == set(SHOPS)
+    decision = gate(spec, scores, None)
+    assert decision.promote and decision.reasons[0].startswith("R2 0."), decision.reasons
+    again = gate(spec, scores, scores)  # the same model as champion: no improvement, allowed at 0
+    assert again.promote and "RMSE improvement +0.000 >= 0" in again.reasons[1], again.reasons
+
+    new = pd.read_csv(shops_project / f"date={NEXT_DAY.isoformat()}" / "sales.csv").head(20)
+    predictor = Predictor(spec, result.model, 3, settings=settings)
+    schema = request_schema(spec, settings)
+    body = {"sales": new[["sold_at", "shop", "basket"]].to_dict("records")}
+    rows = schema.request.model_validate(body).sales  # type: ignore[attr-defined]
+    answered = predictor.score(rows)
+    response = schema.response.model_validate({"predictions": [p.model_dump() for p in answered.predictions]})
+    first = response.predictions[0].model_dump()  # type: ignore[attr-defined]
+    assert set(first) == {"expected_returns", "model_version", "request_id"} and first["model_version"] == 3
+    online = np.array([p.expected_returns for p in answered.predictions])  # type: ignore[attr-defined]
+    served = answered.served
+    offline = result.model.predict(serving_input(spec, answered.rows, served, predictor.numeric, predictor.categorical))
+    assert np.abs(online - offline).max() < 1e-9
+    by_shop = pd.Series(online, index=new["shop"]).groupby(level=0).mean()
+    assert by_shop["ueno"] > by_shop["ginza"]  # ueno returns most, ginza least
+    assert {"expected_returns"} <= set(answered.log_records("returns_next_day")[0])

@@ -77,7 +77,7 @@ def fake_predictor(monkeypatch: pytest.MonkeyPatch) -> Callable[[Store], None]:
             def lookup(self, flights: pd.DataFrame) -> pd.DataFrame:
                 return pd.DataFrame({"temp": [store.lookup()] * len(flights)}, index=flights.index)
 
-            def probabilities(self, flights: pd.DataFrame, served: pd.DataFrame) -> Any:
+            def scores(self, flights: pd.DataFrame, served: pd.DataFrame) -> Any:
                 return (served["temp"] / 100).to_numpy()
 
         monkeypatch.setattr(serving, "Predictor", FakePredictor)

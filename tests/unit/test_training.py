@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from nyc_flights import Nycflights13Source
 
-from airflow_mlops.evaluation import predict_proba
+from airflow_mlops.evaluation import predict_scores
 from airflow_mlops.features import build_features
 from airflow_mlops.settings import PROJECT_ROOT, Settings
 from airflow_mlops.specs import ModelSpec, load_spec
@@ -63,7 +63,7 @@ def make_spec(name: str = "flight_delay", *, params: dict | None = None, **chang
     raw = base.model_dump()
     raw["name"] = name
     raw["training"].update(window_days=len(DAYS), holdout_days=HOLDOUT_DAYS)
-    raw["quality"]["min_auc"] = 0.55  # a 10-day train window is no place for the production bar
+    raw["quality"]["bar"] = 0.55  # a 10-day train window is no place for the production bar
     raw["algorithm"]["params"] = dict(FAST_PARAMS if params is None else params)
     raw.update(changes)
     return ModelSpec.model_validate(raw)
@@ -184,17 +184,17 @@ def test_fit_is_deterministic_and_better_than_chance_on_the_holdout(window: Wind
     first = fit(window.spec, window.training_set)
     second = fit(window.spec, window.training_set)
     holdout = window.training_set.holdout
-    assert np.array_equal(predict_proba(first.model, holdout), predict_proba(second.model, holdout))
+    assert np.array_equal(predict_scores(first.model, holdout), predict_scores(second.model, holdout))
     scores = first.scores
     assert scores.rows == len(holdout)
-    assert scores.auc > 0.6
+    assert scores["auc"] > 0.6
     assert first.train_scores.rows == len(window.training_set.train)
-    assert 0 < scores.brier < 0.25 and 0 <= scores.ece < 0.2
+    assert 0 < scores["brier"] < 0.25 and 0 <= scores["ece"] < 0.2
     assert sum(b["rows"] for b in scores.reliability) == scores.rows
     assert set(scores.slices) == {"origin", "carrier"}
     assert set(scores.slices["origin"]) == {"EWR", "JFK", "LGA"}
-    assert all(s.auc is not None for s in scores.slices["origin"].values())
-    assert scores.slices["carrier"]["HA"].auc is None  # one flight a day: too small to score
+    assert all(s.value is not None for s in scores.slices["origin"].values())
+    assert scores.slices["carrier"]["HA"].value is None  # one flight a day: too small to score
     assert first.fit_seconds > 0
     assert first.params["max_iter"] == FAST_PARAMS["max_iter"]
     assert first.params["random_state"] == window.spec.algorithm.seed
@@ -209,10 +209,10 @@ def test_unseen_and_missing_categories_are_predicted_not_refused(window: Window)
     rows = window.training_set.holdout.head(50).copy()
     unseen = rows.assign(carrier="ZZ", dest="XXX", plane_manufacturer="NOBODY")
     missing = rows.assign(carrier=None, dest=np.nan, plane_manufacturer=None)
-    p_unseen, p_missing = predict_proba(result.model, unseen), predict_proba(result.model, missing)
+    p_unseen, p_missing = predict_scores(result.model, unseen), predict_scores(result.model, missing)
     assert np.isfinite(p_unseen).all() and ((p_unseen > 0) & (p_unseen < 1)).all()
     assert np.array_equal(p_unseen, p_missing)  # an unseen category is treated as missing
-    assert not np.array_equal(p_unseen, predict_proba(result.model, rows))
+    assert not np.array_equal(p_unseen, predict_scores(result.model, rows))
 
 
 @pytest.mark.parametrize(
@@ -223,9 +223,9 @@ def test_other_algorithms_fit_simply(window: Window, algorithm: str, params: dic
     spec = make_spec(params=params, algorithm={"name": algorithm, "params": params, "seed": 3})
     result = fit(spec, window.training_set)
     assert result.algorithm == algorithm
-    assert result.scores.auc > 0.55
+    assert result.scores["auc"] > 0.55
     unseen = window.training_set.holdout.head(20).assign(carrier="ZZ", origin="XXX")
-    assert np.isfinite(predict_proba(result.model, unseen)).all()
+    assert np.isfinite(predict_scores(result.model, unseen)).all()
 
 
 def test_invalid_params_are_a_clear_error(window: Window) -> None:

@@ -3,8 +3,8 @@
 Holdout examples of the version's training window (real validated rows) go through the staged deployment
 (:meth:`DeployTarget.invoke`). The same examples are scored offline by the same registered version loaded
 from MLflow, with the same online feature lookup (:class:`airflow_mlops.serving.Predictor`). The test passes
-when every answer carries the version being deployed and every probability matches within the spec's
-``deploy.smoke_tolerance``. A failure names the rows that differ.
+when every answer carries the version being deployed and every score (probability or predicted value) matches
+within the spec's ``deploy.smoke_tolerance``. A failure names the rows that differ.
 
 The offline lookup is made just before and just after the endpoint call: when the two differ, a
 materialization (a day of a running backfill, say) changed the online store in between, the endpoint may
@@ -113,18 +113,18 @@ def smoke_test(
         failures.append(f"the online store changed during each of {STABLE_ATTEMPTS} calls: nothing to compare with")
     if len(online) != len(rows):
         failures.append(f"{len(online)} predictions for {len(rows)} rows")
-    expected = predictor.probabilities(frame, served)
+    expected = predictor.scores(frame, served)
     wrong_version = sum(1 for p in online if int(p.get("model_version", -1)) != deployment.version)
     if wrong_version:
         failures.append(f"{wrong_version} answers are not from version {deployment.version}")
     max_diff = 0.0
     for index, (p, want) in enumerate(zip(online, expected, strict=False)):
-        diff = abs(float(p[schema.probability]) - float(want))
+        diff = abs(float(p[schema.score]) - float(want))
         max_diff = max(max_diff, diff)
         if diff > spec.deploy.smoke_tolerance and len(failures) < 10:
             shown = ", ".join(f"{name}={getattr(rows[index], name)}" for name in schema.columns)
             failures.append(
-                f"row {index} ({shown}): endpoint {float(p[schema.probability]):.6f} vs offline {float(want):.6f}"
+                f"row {index} ({shown}): endpoint {float(p[schema.score]):.6f} vs offline {float(want):.6f}"
             )
     return SmokeResult(
         passed=not failures,
