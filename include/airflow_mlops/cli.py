@@ -204,6 +204,62 @@ def status(as_json: bool) -> None:
         console.print("[bold red]quarantined[/]        " + ", ".join(report["quarantine"]))
 
 
+@main.command()
+def check() -> None:
+    """Validate every dataset, suite, feature definition and model spec; list every problem (exit 1 if any)."""
+    from airflow_mlops.project_check import check_project
+
+    report = check_project()
+    for problem in report.problems:
+        click.echo(str(problem))
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.group()
+def new() -> None:
+    """Write the skeleton of a new dataset or model: every file to fill, each saying what to change."""
+
+
+@new.command("dataset")
+@click.argument("name")
+@click.option("--start", callback=_parse_day, default=None, help="first day the ingest DAG covers (default: today)")
+def new_dataset_cmd(name: str, start: date | None) -> None:
+    """Dataset NAME: its file, a suite per table, the feature function and the Feast module."""
+    from airflow_mlops.scaffold import ScaffoldError, new_dataset
+
+    try:
+        written = new_dataset(name, start_date=start)
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"next: fill them in, then `airflow-mlops check`; `airflow-mlops new model NAME --dataset {name}`")
+
+
+@new.command("model")
+@click.argument("name")
+@click.option("--dataset", required=True, help="the dataset that feeds it")
+@click.option(
+    "--task",
+    type=click.Choice(["binary_classification", "regression"]),
+    default="binary_classification",
+    show_default=True,
+)
+def new_model_cmd(name: str, dataset: str, task: str) -> None:
+    """Model NAME on DATASET: its spec, with the dataset's keys, label column and feature service filled in."""
+    from airflow_mlops.scaffold import ScaffoldError, new_model
+
+    try:
+        written = new_model(name, dataset, task)
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"next: fill it in, then `airflow-mlops check`; the DAG train_{name} appears at the next parse")
+
+
 @main.group()
 def quarantine() -> None:
     """Batches that failed validation: list them, release them after a fix."""

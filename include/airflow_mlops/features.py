@@ -526,11 +526,12 @@ def _environment(values: dict[str, str]) -> Generator[None]:
                     os.environ[name] = value
 
 
-def load_definitions(settings: Settings | None = None) -> list[Any]:
-    """Fresh Feast objects of ``feature_repo/*.py`` with the source paths of ``settings``.
+def definition_objects(path: Path, settings: Settings | None = None) -> list[Any]:
+    """The Feast objects one file of the feature repository defines, with the source paths of ``settings``.
 
-    Each file is executed as a new module (so the paths follow ``settings``, not whatever was imported
-    before); entities, data sources, feature views and feature services are collected.
+    The file is executed as a new module (so the paths follow ``settings``, not whatever was imported before);
+    its entities, data sources, feature views (and their batch sources) and feature services are returned.
+    Whatever the file raises propagates: :func:`airflow_mlops.project_check.check_project` names it.
     """
     from feast import Entity, FeatureService, FeatureView
     from feast.data_source import DataSource
@@ -539,20 +540,25 @@ def load_definitions(settings: Settings | None = None) -> list[Any]:
     objects: list[Any] = []
     env = {"MLOPS_HOME": str(settings.home), "MLOPS_DATA_DIR": str(settings.data_dir)}
     with _environment(env):
-        for path in definition_files(settings):
-            spec = importlib.util.spec_from_file_location(f"_feature_repo_{path.stem}_{uuid.uuid4().hex}", path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            for value in vars(module).values():
-                if isinstance(value, Entity | FeatureView | FeatureService | DataSource) and not any(
-                    value is seen for seen in objects
-                ):
-                    objects.append(value)
-                    source = value.batch_source if isinstance(value, FeatureView) else None
-                    if source is not None and not any(source is seen for seen in objects):
-                        objects.append(source)
+        spec = importlib.util.spec_from_file_location(f"_feature_repo_{path.stem}_{uuid.uuid4().hex}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    for value in vars(module).values():
+        if isinstance(value, Entity | FeatureView | FeatureService | DataSource) and not any(
+            value is seen for seen in objects
+        ):
+            objects.append(value)
+            source = value.batch_source if isinstance(value, FeatureView) else None
+            if source is not None and not any(source is seen for seen in objects):
+                objects.append(source)
     return objects
+
+
+def load_definitions(settings: Settings | None = None) -> list[Any]:
+    """Fresh Feast objects of every file of the feature repository (:func:`definition_objects`)."""
+    settings = settings or get_settings()
+    return [obj for path in definition_files(settings) for obj in definition_objects(path, settings)]
 
 
 def _applied_fingerprint(store: FeatureStore) -> str | None:
