@@ -106,8 +106,11 @@ def ingest(start: date, end: date, dataset: str | None) -> None:
             results = land_range(dataset, start, end, on_day=on_day)
         except (IngestError, SettingsError) as exc:
             raise click.ClickException(str(exc)) from None
-    landed = sum(r.rows.get(dataset, 0) for r in results)
-    console.print(f"Landed {len(results)} day(s), {landed} {dataset} rows into {get_settings().landing_dir}")
+    from airflow_mlops.datasets import dataset_spec
+
+    main_table = dataset_spec(dataset).main_table
+    landed = sum(r.rows.get(main_table, 0) for r in results)
+    console.print(f"Landed {len(results)} day(s), {landed} {main_table} rows into {get_settings().landing_dir}")
 
 
 def status_report() -> dict[str, Any]:

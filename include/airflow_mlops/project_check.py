@@ -51,8 +51,12 @@ def _file(folder: Path, name: str) -> Path:
 
 
 def _reason(exc: BaseException, path: Path | None = None) -> str:
+    """The exception's message, without the file's path in front (the report names the file already)."""
     text = str(exc).strip() or type(exc).__name__
-    return text.removeprefix(f"{path}: ") if path is not None else text
+    if path is not None:
+        for prefix in (f"{path}: ", f"{path}, "):
+            text = text.removeprefix(prefix)
+    return text
 
 
 def _check_dataset(dataset: DatasetSpec, settings: Settings, views: set[str]) -> tuple[list[ConfigError], int]:
