@@ -41,7 +41,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Profile(StrEnum):
-    """Runtime profiles; see the README's "Profiles" section."""
+    """Runtime profiles; see docs/architecture.md, "Profiles"."""
 
     LOCAL = "local"
     PRODUCTION = "production"

@@ -2,7 +2,7 @@
 
 Named from ``flights.yaml`` (``source: nyc_flights:Nycflights13Source``, ``features.function:
 nyc_flights:compute_features``); the engine imports nothing of it by name. A team bringing its own dataset
-writes a module like this one beside its dataset file (see the README, "Bring your own dataset").
+writes a module like this one beside its dataset file (see docs/bring-your-own.md).
 
 Features of one day D (three Feast feature views, declared in ``feature_repo/flights.py``):
 

@@ -341,17 +341,18 @@ def test_local_switch_loses_no_request_and_a_failed_smoke_test_rolls_back(served
 
 
 def test_readme_endpoint_examples_run_verbatim(server: str) -> None:
-    """The README's curl and BentoML-client examples, run as written against the real bento server."""
-    from tests.integration.test_readme_examples import readme_block
+    """The manual's curl and BentoML-client examples (docs/serving-and-deploy.md), run as written against the
+    real bento server."""
+    from tests.doc_examples import example_block
 
     env = {**os.environ, "ENDPOINT": server, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     curl = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", readme_block("predict-curl")], env=env, capture_output=True, text=True
+        ["bash", "-euo", "pipefail", "-c", example_block("predict-curl")], env=env, capture_output=True, text=True
     )
     assert curl.returncode == 0, curl.stderr
     assert json.loads(curl.stdout)["predictions"][0]["model_version"] >= 1
     python = subprocess.run(
-        [sys.executable, "-c", readme_block("predict-python")], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", example_block("predict-python")], env=env, capture_output=True, text=True, timeout=120
     )
     assert python.returncode == 0, python.stderr
     assert python.stdout.strip()

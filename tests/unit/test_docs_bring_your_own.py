@@ -17,15 +17,9 @@ import pytest
 import yaml
 
 from airflow_mlops.settings import PROJECT_ROOT
+from tests.doc_examples import example_block
 
 PAGE = PROJECT_ROOT / "docs" / "bring-your-own.md"
-
-
-def page_block(name: str) -> str:
-    """The fenced code block right after ``<!-- example: name -->`` on the page."""
-    match = re.search(rf"<!-- example: {name} -->\n```\w+\n(.*?)\n```", PAGE.read_text(), re.DOTALL)
-    assert match, f"{PAGE.name} has no example block {name!r}"
-    return match.group(1)
 
 
 def shown_output(after: str) -> list[str]:
@@ -59,7 +53,7 @@ def run(block: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
 
 
 def test_the_page_walks_new_dataset_new_model_and_check(project: dict[str, str], tmp_path: Path) -> None:
-    created = run(page_block("byo-new-dataset"), project, tmp_path)
+    created = run(example_block("byo-new-dataset"), project, tmp_path)
     assert created.returncode == 0, created.stderr
     for path in (
         "include/datasets/orders.yaml",
@@ -68,12 +62,12 @@ def test_the_page_walks_new_dataset_new_model_and_check(project: dict[str, str],
         "feature_repo/orders.py",
     ):
         assert (tmp_path / path).is_file(), path
-    modelled = run(page_block("byo-new-model"), project, tmp_path)
+    modelled = run(example_block("byo-new-model"), project, tmp_path)
     assert modelled.returncode == 0, modelled.stderr
     spec = yaml.safe_load((tmp_path / "include/models/order_value.yaml").read_text())
     assert (spec["task"], spec["target"]["value"], spec["feature_service"]) == ("regression", "outcome", "orders_v1")
 
-    checked = run(page_block("byo-check"), project, tmp_path)
+    checked = run(example_block("byo-check"), project, tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip().splitlines() == shown_output(
         "<!-- example: byo-check -->\n```bash\nairflow-mlops check\n```"
@@ -89,7 +83,7 @@ def test_the_page_walks_new_dataset_new_model_and_check(project: dict[str, str],
     (tmp_path / "include/datasets/suites/orders/events.yaml").write_text(
         "expectations:\n  - expect_column_values_to_be_magic: {column: amount}\n"
     )
-    broken = run(page_block("byo-check"), project, tmp_path)
+    broken = run(example_block("byo-check"), project, tmp_path)
     assert broken.returncode == 1
     printed = [line.replace(f"{tmp_path}/", "") for line in broken.stdout.strip().splitlines()]
     assert printed == shown_output("exits 1 when there is any:")

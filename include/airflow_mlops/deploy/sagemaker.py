@@ -20,7 +20,7 @@ serves the new config is left alone (the previous config is read back from a tag
 All AWS calls go through the Amazon provider (:class:`SageMakerHook`, its waiters, and an
 :class:`AwsBaseHook` for ``sagemaker-runtime``) with the Airflow connection ``deploy.sagemaker.aws_conn_id``.
 boto3 and the provider are imported inside the methods, so importing this module stays cheap.
-The container contract and the image build are in ``docker/sagemaker.md``.
+The container contract and the image build are in ``docs/serving-and-deploy.md``.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ class SageMakerTarget:
         if not settings.execution_role_arn:
             raise DeployError(
                 f"sagemaker: {spec.name}: deploy.sagemaker.execution_role_arn is empty; SageMaker needs an IAM "
-                "execution role to pull the image (see docker/sagemaker.md)"
+                "execution role to pull the image (see docs/serving-and-deploy.md)"
             )
         hook = self.sagemaker_hook(settings.aws_conn_id, settings.region)
         endpoint = endpoint_name(spec.name)

@@ -1,7 +1,8 @@
-"""The README's curl and Python client examples, run verbatim against a real Airflow.
+"""The manual's curl, Python client and feature examples, run verbatim against a real Airflow.
 
-The blocks follow the markers ``<!-- example: curl -->`` and ``<!-- example: python -->`` in
-README.md; if the README changes, this test runs the new text.
+The blocks follow the markers ``<!-- example: curl -->``, ``<!-- example: python -->`` and
+``<!-- example: features -->`` (``docs/operations.md``, ``docs/features.md``; see ``tests/doc_examples.py``);
+if a page changes, this test runs the new text.
 """
 
 from __future__ import annotations
@@ -16,16 +17,9 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.airflow_runtime import AirflowApi, AirflowServer
-from airflow_mlops.settings import PROJECT_ROOT, load_settings
+from airflow_mlops.settings import load_settings
 from airflow_mlops.zones import partition_path
-
-
-def readme_block(name: str) -> str:
-    """The fenced code block right after ``<!-- example: name -->`` in README.md."""
-    text = (PROJECT_ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- example: {name} -->\n```\w+\n(.*?)\n```", text, re.DOTALL)
-    assert match, f"README.md has no example block {name!r}"
-    return match.group(1)
+from tests.doc_examples import example_block
 
 
 def _env(server: AirflowServer, password: str) -> dict[str, str]:
@@ -39,7 +33,7 @@ def test_readme_curl_example(airflow_server: AirflowServer, airflow_user: str, a
     api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
     api.wait_for_backfills("ingest_flights")  # one backfill per DAG at a time
     done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", readme_block("curl")],
+        ["bash", "-euo", "pipefail", "-c", example_block("curl")],
         env=_env(airflow_server, airflow_password),
         capture_output=True,
         text=True,
@@ -59,7 +53,7 @@ def test_readme_python_client_example(airflow_server: AirflowServer, airflow_use
     api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
     api.wait_for_backfills("ingest_flights")
     done = subprocess.run(
-        [sys.executable, "-c", readme_block("python")],
+        [sys.executable, "-c", example_block("python")],
         env=_env(airflow_server, airflow_password),
         capture_output=True,
         text=True,
@@ -74,13 +68,13 @@ def test_readme_python_client_example(airflow_server: AirflowServer, airflow_use
 
 @pytest.mark.integration
 def test_readme_features_example(airflow_server: AirflowServer, airflow_user: str, airflow_password: str):
-    """The SDK lookup of the README answers from the online store the DAG runs materialized."""
+    """The SDK lookup of docs/features.md answers from the online store the DAG runs materialized."""
     api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
     api.wait_for_backfills("ingest_flights")
     states = api.wait_for_runs("ingest_flights", date(2013, 1, 8), date(2013, 1, 12), timeout=600)
     assert set(states.values()) == {"success"}
     done = subprocess.run(
-        [sys.executable, "-c", readme_block("features")],
+        [sys.executable, "-c", example_block("features")],
         env=_env(airflow_server, airflow_password),
         capture_output=True,
         text=True,
