@@ -26,7 +26,7 @@ install:  ## build .venv from requirements.lock and install the project (editabl
 	$(UV) pip check --python $(BIN)/python
 
 demo: install  ## the whole loop: history Jan-Mar 2013, champion, deploy, summer traffic, drift, retraining
-	$(BIN)/airflow-mlops demo
+	$(BIN)/airflow-mlops demo --model flight_delay
 
 up: install  ## start what is not running: the database, Airflow, each model's @champion endpoint
 	$(BIN)/airflow-mlops up

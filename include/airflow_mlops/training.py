@@ -343,8 +343,9 @@ class LabelInputs:
     """What a label function (the spec's ``target.function``) receives: the fixed contract.
 
     The function is called as ``function(inputs)`` and returns one label per example, in the order of
-    ``inputs.examples`` (a pandas Series or array of booleans or 0/1; no missing value). It may look at later
-    days than an example's own, up to ``horizon_days`` after the window's last day, and never further.
+    ``inputs.examples`` (a pandas Series or array: booleans or 0/1 for classification, numbers for regression;
+    no missing value). It may look at later days than an example's own, up to ``horizon_days`` after the
+    window's last day, and never further.
 
     Attributes:
         dataset: the dataset's name.

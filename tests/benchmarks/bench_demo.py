@@ -41,7 +41,13 @@ def _run_once(root: Path, index: int) -> dict[str, Any]:
     log_path = root / f"run-{index}.log"
     began = time.monotonic()
     with log_path.open("w") as log:
-        done = subprocess.run([str(CLI), "demo", "--stop"], env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            [str(CLI), "demo", "--model", "flight_delay", "--stop"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     wall = (time.monotonic() - began) / 60
     subprocess.run([str(CLI), "down"], env=env, capture_output=True, check=False)
     record: dict[str, Any] = {"exit": done.returncode, "wall_min": round(wall, 2), "log": str(log_path)}

@@ -19,8 +19,12 @@ from .conftest import NycTables
 def test_ingest_lands_each_day_and_status_reports_it(linked_home: Path, nyc: NycTables) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["ingest", "--start", "2013-02-27", "--end", "2013-03-01"])
+    assert result.exit_code == 2 and "give --dataset: 2 datasets are configured (flights, vic_electricity)" in (
+        result.output
+    )
+    result = runner.invoke(main, ["ingest", "--dataset", "flights", "--start", "2013-02-27", "--end", "2013-03-01"])
     assert result.exit_code == 0, result.output
-    assert "Landed 3 day(s)" in result.output
+    assert "Landed 3 day(s)" in result.output and " flights rows " in result.output
     for day in ("2013-02-27", "2013-02-28", "2013-03-01"):
         landed = pd.read_parquet(
             linked_home / "data" / "landing" / "flights" / "flights" / f"date={day}" / "part-0.parquet"
@@ -63,7 +67,7 @@ def test_status_names_an_invalid_spec_and_keeps_the_good_one(tmp_path: Path, mon
     ("args", "message"),
     [
         (["ingest", "--start", "2013-13-01", "--end", "2013-01-02"], "'2013-13-01' is not a date"),
-        (["ingest", "--start", "2013-01-05", "--end", "2013-01-02"], "is before --start"),
+        (["ingest", "--dataset", "flights", "--start", "2013-01-05", "--end", "2013-01-02"], "is before --start"),
         (["ingest", "--start", "2013-01-01", "--end", "2013-01-01", "--dataset", "trains"], "unknown dataset"),
     ],
 )
@@ -82,6 +86,8 @@ def test_bad_profile_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_backfill_without_airflow_says_how_to_start_it() -> None:
-    result = CliRunner().invoke(main, ["backfill", "--start", "2013-01-01", "--end", "2013-01-02"])
+    result = CliRunner().invoke(
+        main, ["backfill", "--dag", "ingest_flights", "--start", "2013-01-01", "--end", "2013-01-02"]
+    )
     assert result.exit_code != 0
     assert "airflow-mlops airflow start" in result.output

