@@ -6,13 +6,14 @@ id), driven only by the example's files: ``vic_electricity.yaml`` (its replay lo
 wheel), its suite, feature function and Feast module, and ``electricity_demand.yaml`` with shorter windows
 (14 days, 3 of holdout) so the loop fits in minutes:
 
-1. summer data: ``ingest_vic_electricity`` backfilled over Jan 1-16 2014; the first complete window (its
+1. autumn data: ``ingest_vic_electricity`` backfilled over Mar 1-15 2014; the first complete window (its
    look-ahead label waits for the next day) starts ``train_electricity_demand`` by itself: the first champion,
    packaged, deployed and smoke-tested, answering the predicted 24-hour demand;
-2. autumn data: Mar 10-24 lands; Mar 21-23 is replayed to the endpoint as live traffic;
-3. ``monitor_electricity_demand`` for Mar 23 judges the traffic against the January training set: drift
-   (the season turned), regression quality on the outcomes (MAE), the reports, one ``drift`` event;
-4. the event starts one retraining on the drifted day's own window, recorded down to the model version.
+2. winter data: Jul 1-14 lands; Jul 11-13 is replayed to the endpoint as live traffic;
+3. ``monitor_electricity_demand`` for Jul 13 judges the traffic against the March training set: drift
+   (the season turned: heating), regression quality on the outcomes (MAE), the reports, one ``drift`` event;
+4. the event starts one retraining on the latest window the drifted days can label, recorded down to the
+   model version.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from airflow_mlops.settings import DATABASE_VARIABLES, PROJECT_ROOT, Settings, l
 
 MODEL = "electricity_demand"
 INGEST, TRAIN, MONITOR = "ingest_vic_electricity", f"train_{MODEL}", f"monitor_{MODEL}"
-SUMMER = (date(2014, 1, 1), date(2014, 1, 16))
-AUTUMN = (date(2014, 3, 10), date(2014, 3, 24))
-TRAFFIC = [date(2014, 3, 21), date(2014, 3, 22), date(2014, 3, 23)]
+AUTUMN = (date(2014, 3, 1), date(2014, 3, 15))
+WINTER = (date(2014, 7, 1), date(2014, 7, 14))
+TRAFFIC = [date(2014, 7, 11), date(2014, 7, 12), date(2014, 7, 13)]
 
 pytestmark = pytest.mark.integration
 
@@ -90,16 +91,16 @@ def _client(settings: Settings) -> MlflowClient:
 
 
 def _body() -> dict:
-    reading = {"region": "VIC", "reading_at": "2014-03-24T08:00:00Z", "demand_gw": 4.6}
-    return {"demand": [{**reading, "temperature_c": 18.5, "workday": 1}]}
+    reading = {"region": "VIC", "reading_at": "2014-07-14T08:00:00Z", "demand_gw": 5.6}
+    return {"demand": [{**reading, "temperature_c": 9.5, "workday": 1}]}
 
 
 def test_the_electricity_loop(loop: Loop) -> None:
     api, settings = loop.api, loop.settings
     client = _client(settings)
 
-    # 1. Summer data trains, deploys and promotes the first champion by itself.
-    _backfill(api, *SUMMER)
+    # 1. Autumn data trains, deploys and promotes the first champion by itself.
+    _backfill(api, *AUTUMN)
     runs = api.wait_until_idle(TRAIN, timeout=1800)
     data_runs = [r for r in runs if r["run_type"] == "asset_triggered"]
     assert len(data_runs) == 1 and data_runs[0]["state"] == "success", data_runs
@@ -113,9 +114,9 @@ def test_the_electricity_loop(loop: Loop) -> None:
     bad = httpx.post(f"{loop.url}/predict", json={"demand": [{**_body()["demand"][0], "workday": 2}]}, timeout=60)
     assert bad.status_code == 400 and "workday" in bad.text
 
-    # 2. Autumn lands; three days of it are served as live traffic.
+    # 2. Winter lands; three days of it are served as live traffic.
     before = {r["run_id"] for r in api.dag_runs(TRAIN)}
-    _backfill(api, *AUTUMN)
+    _backfill(api, *WINTER)
     assert not [r for r in api.wait_until_idle(TRAIN, timeout=1800) if r["run_id"] not in before]
     sent = replay(model_spec(MODEL), loop.url, TRAFFIC, batch=48)
     assert sent.failed_requests == 0 and sent.predicted == sent.rows == 3 * 48
@@ -131,17 +132,21 @@ def test_the_electricity_loop(loop: Loop) -> None:
     events = api._client_mod.AssetApi(api.api_client).get_asset_events(source_dag_id=MONITOR).asset_events
     assert len(events) == 1 and events[0].extra["metric"] == "mae"
 
-    # 4. The event retrains on the drifted day's own window; the chain is recorded to the model version.
+    # 4. The event retrains on the latest window the drifted day's data can label (its label looks one day ahead,
+    #    so the window ends the day before); the chain is recorded down to the model version.
     runs = api.wait_until_idle(TRAIN, timeout=1800)
     started = [r for r in runs if r["run_id"] not in before]
     assert len(started) == 1 and started[0]["run_type"] == "asset_triggered", started
     run_id = started[0]["run_id"]
     assert started[0]["state"] == "success", api.task_states(TRAIN, run_id)
-    assert f"drift on {TRAFFIC[-1].isoformat()}" in api.task_log(TRAIN, run_id, "training_set")
+    labelable = TRAFFIC[-2].isoformat()
+    assert f"drift on {labelable}; retraining on the window ending that day" in api.task_log(
+        TRAIN, run_id, "training_set"
+    )
     versions = client.search_model_versions(f"name='{MODEL}'")
     retrained = [v for v in versions if client.get_run(v.run_id).data.tags.get("airflow.run_id") == run_id]
     assert len(retrained) == 1
-    assert client.get_run(retrained[0].run_id).data.tags["data.window_end"] == TRAFFIC[-1].isoformat()
+    assert client.get_run(retrained[0].run_id).data.tags["data.window_end"] == labelable
     states = api.task_states(TRAIN, run_id)
     if states["promote"] == "success":
         served = httpx.post(f"{loop.url}/predict", json=_body(), timeout=60).json()["predictions"][0]
