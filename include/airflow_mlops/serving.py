@@ -55,7 +55,7 @@ def _blank_is_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def _field(name: str, column: ColumnSpec) -> tuple[Any, Any]:
+def _field(column: ColumnSpec) -> tuple[Any, Any]:
     """The pydantic field of a declared column."""
     kind: Any = _PYTHON_TYPES[column.type]
     constraints: dict[str, Any] = {"description": column.description or None}
@@ -122,7 +122,7 @@ def request_schema(spec: ModelSpec, settings: Settings | None = None) -> Request
         f"{title}Row",
         __config__=ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True),
         __validators__=validators,
-        **{name: _field(name, main.columns[name]) for name in columns},
+        **{name: _field(main.columns[name]) for name in columns},
     )
     request = create_model(
         "PredictRequest",
