@@ -149,7 +149,8 @@ def test_feast_cli_apply_and_serve_over_http(tmp_path: Path, nyc_cache: Path) ->
     with engine.connect() as conn:
         views = conn.execute(sqlalchemy.text("SELECT feature_view_name FROM feature_views")).scalars().all()
     engine.dispose()
-    assert sorted(views) == ["carrier_recent", "plane_attributes", "weather_hourly"]
+    # The repository's Feast modules: the flights example's three views and the electricity example's one.
+    assert sorted(views) == ["carrier_recent", "plane_attributes", "region_daily", "weather_hourly"]
     # The checkout's own state folder was not touched.
     assert sorted((p.name, p.stat().st_mtime_ns) for p in checkout_state.glob("*")) == checkout_before
 
@@ -232,7 +233,7 @@ def test_production_profile_on_postgres_and_redis(
     # The registry lives in PostgreSQL, the online rows in Redis under this project.
     with psycopg.connect(production["MLOPS_FEAST_REGISTRY_URL"].replace("+psycopg", "")) as conn:
         views = conn.execute("SELECT feature_view_name FROM feature_views WHERE project_id = %s", (project,))
-        assert sorted(r[0] for r in views) == ["carrier_recent", "plane_attributes", "weather_hourly"]
+        assert sorted(r[0] for r in views) == ["carrier_recent", "plane_attributes", "region_daily", "weather_hourly"]
     client = _redis()
     keys = list(client.scan_iter(match=b"*" + project.encode()))
     assert len(keys) > 3000  # 3 airports, ~15 carriers, 3322 planes
