@@ -307,7 +307,7 @@ def _quality_report(spec: ModelSpec, current: pd.DataFrame) -> tuple[Any, float 
     snapshot = Report([preset]).run(Dataset.from_pandas(labelled[[OUTCOME, SCORE]], data_definition=definition), None)
     wanted = _EVIDENTLY_METRIC[spec.metric.name]
     for metric in snapshot.dict()["metrics"]:
-        if metric.get("config", {}).get("type", "").endswith(wanted):
+        if metric.get("config", {}).get("type", "").rsplit(":", 1)[-1] == wanted:  # not DummyMAE and the like
             value = metric["value"]
             return snapshot, float(value["mean"] if isinstance(value, dict) else value)  # MAE: mean and std
     return snapshot, None
