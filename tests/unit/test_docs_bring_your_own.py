@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,35 @@ def test_the_page_walks_new_dataset_new_model_and_check(project: dict[str, str],
     assert broken.returncode == 1
     printed = [line.replace(f"{tmp_path}/", "") for line in broken.stdout.strip().splitlines()]
     assert printed == shown_output("exits 1 when there is any:")
+
+
+def test_minimal_feature_function_meets_the_contract() -> None:
+    """The page's minimal feature function, given a real ``FeatureInputs``, passes the engine's result checks."""
+    import pandas as pd
+
+    from airflow_mlops.features import TIMESTAMP, FeatureInputs, _checked, served_from
+
+    namespace: dict[str, object] = {}
+    exec(example_block("byo-compute-features"), namespace)
+    day = date(2024, 3, 10)
+    orders = pd.DataFrame(
+        {
+            "order_id": [1, 2, 3, 4],
+            "customer_id": ["a", "a", "b", "a"],
+            "partition_date": ["2024-03-08", "2024-03-09", "2024-03-10", "2024-03-10"],
+        }
+    )
+    inputs = FeatureInputs(
+        dataset="shop",
+        day=day,
+        tables={"orders": orders[orders.partition_date == day.isoformat()]},
+        window={"orders": orders},
+        served_from=served_from(day, "Asia/Tokyo"),
+        reference=lambda name: None,
+        warn=lambda message: None,
+    )
+    raw = namespace["compute_features"](inputs)  # type: ignore[operator]
+    frames = _checked("shop", day, "compute_features", raw, ["customer_recent"], inputs.served_from)
+    recent = frames["customer_recent"].set_index("customer_id")
+    assert recent["orders_30d"].to_dict() == {"a": 3, "b": 1}
+    assert (recent[TIMESTAMP] == pd.Timestamp("2024-03-10T15:00:00Z")).all()  # next midnight in Tokyo, in UTC

@@ -55,3 +55,34 @@ def test_the_readme_is_a_front_door_not_the_manual() -> None:
 def test_example_markers_are_unique() -> None:
     names = [m for page in PAGES for m in re.findall(r"<!-- example: ([\w-]+) -->", page.read_text())]
     assert names and len(names) == len(set(names)), names
+
+
+RUNNABLE_FENCE = re.compile(r"^```(bash|sh|shell|console|python)\s*$")
+MARKER = re.compile(r"^<!-- (example: [\w-]+|not run: .{20,}) -->$")
+
+
+def test_every_runnable_block_is_run_or_says_why_not() -> None:
+    """A shell or Python block follows ``<!-- example: NAME -->`` (a test runs it) or ``<!-- not run: REASON -->``.
+
+    The reason says what these machines lack and what the tests check instead, so a reader can tell a command
+    proven on every run from one shown for a cluster, a container engine or a cloud account.
+    """
+    unmarked = []
+    for page in PAGES:
+        lines = page.read_text().splitlines()
+        fenced = False
+        for number, line in enumerate(lines):
+            if line.startswith("```"):
+                if not fenced and RUNNABLE_FENCE.match(line):
+                    before = next((lines[i] for i in range(number - 1, -1, -1) if lines[i].strip()), "")
+                    if not MARKER.match(before):
+                        unmarked.append(f"{page.relative_to(PROJECT_ROOT)}:{number + 1}")
+                fenced = not fenced
+    assert unmarked == []
+
+
+def test_every_example_marker_is_run_by_a_test() -> None:
+    names = {m for page in PAGES for m in re.findall(r"<!-- example: ([\w-]+) -->", page.read_text())}
+    sources = [path.read_text() for path in (PROJECT_ROOT / "tests").rglob("test_*.py")]
+    tests = "\n".join(text for text in sources if "example_block" in text)  # modules that run page blocks
+    assert sorted(name for name in names if f'"{name}"' not in tests) == []
