@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from airflow_mlops.model_files import SAFE_ENV
 from airflow_mlops.processes import free_port, stop_process_group
 from airflow_mlops.settings import Settings, get_settings
 
@@ -47,6 +48,7 @@ def airflow_env(port: int, settings: Settings | None = None, base: dict[str, str
     bin_dir = str(Path(sys.executable).parent)
     env.update(
         {
+            **SAFE_ENV,  # no model deserialization through MLflow: airflow_mlops.model_files loads them
             # standalone starts its components as `airflow ...` subprocesses: our bin/ must be on PATH.
             "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
             "MLOPS_HOME": str(settings.home),

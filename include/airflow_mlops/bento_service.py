@@ -104,14 +104,18 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
         bento_model = bentoml.models.BentoModel(model_tag)
 
         def __init__(self) -> None:
-            import mlflow.sklearn
+            from pathlib import Path
 
+            from airflow_mlops.model_files import load_trusted
             from airflow_mlops.prediction_log import PredictionLog, make_sink
             from airflow_mlops.serving import Predictor
 
             info = self.bento_model
-            version = int(info.info.labels.get("model_version", 0))
-            model = mlflow.sklearn.load_model(info.path_of("mlflow_model"))
+            labels = info.info.labels
+            version = int(labels.get("model_version", 0))
+            # Only the registered file (its sha256 recorded at registration), only the project's trusted types.
+            model_dir = Path(info.path_of("mlflow_model"))
+            model = load_trusted(model_dir, labels.get("model_sha256"), f"{spec.name} v{version}")
             self.predictor = Predictor(spec, model, version)
             self.log = PredictionLog(make_sink(spec.name))
             self.logged = bentoml.metrics.Gauge(

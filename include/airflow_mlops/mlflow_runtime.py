@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 import httpx
 
+from airflow_mlops.model_files import SAFE_ENV
 from airflow_mlops.processes import free_port, port_in_use, stop_process_group
 from airflow_mlops.settings import Settings, SettingsError, get_settings, mask_url
 
@@ -194,6 +195,7 @@ def server_env(backend_uri: str, base: dict[str, str] | None = None) -> dict[str
     """Environment of the ``mlflow server`` process: ``base`` (default ``os.environ``) plus :data:`SERVER_ENV`."""
     env = dict(os.environ if base is None else base)
     env.update(SERVER_ENV)
+    env.update(SAFE_ENV)  # the server never deserializes a model either
     # A client-side tracking URI in the caller's environment means nothing to the server itself.
     env.pop("MLFLOW_TRACKING_URI", None)
     if _has_password(backend_uri):

@@ -31,6 +31,7 @@ import yaml
 from airflow_mlops.deploy.base import Bento
 from airflow_mlops.features import FEATURE_REPO, definition_files
 from airflow_mlops.ingest import file_sha256
+from airflow_mlops.model_files import SAFE_ENV
 from airflow_mlops.registry import ModelVersionRef
 from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings
 from airflow_mlops.specs import ModelSpec
@@ -86,6 +87,7 @@ def _bentofile(spec: ModelSpec, ref: ModelVersionRef) -> dict[str, Any]:
             {"name": "MLOPS_PROFILE", "value": "production"},
             # One row per call: OpenMP's thread per core only adds fork/join stalls (BENCHMARKS.md, endpoint).
             {"name": "OMP_NUM_THREADS", "value": "1"},
+            *({"name": name, "value": value} for name, value in SAFE_ENV.items()),
         ],
         "docker": {"python_version": "3.11", "distro": "debian"},
     }
@@ -179,7 +181,15 @@ def package(spec: ModelSpec, ref: ModelVersionRef, *, settings: Settings | None 
     if existing is not None:
         log.info("%s v%s: reusing bento %s (%s)", ref.name, ref.version, existing.tag, existing.archive)
         return existing
-    label = {"model_version": str(ref.version), "registered_model": ref.name, "run_id": ref.run_id}
+    from airflow_mlops.registry import model_digest
+
+    label = {
+        "model_version": str(ref.version),
+        "registered_model": ref.name,
+        "run_id": ref.run_id,
+        # The service loads the model file only if it still has this digest (airflow_mlops.model_files).
+        "model_sha256": model_digest(ref, settings) or "",
+    }
     try:
         from airflow_mlops.registry import configure_mlflow
 

@@ -10,7 +10,8 @@ One training is one MLflow run in the experiment named after the model, with:
 * tags: data window, holdout start, dataset digests, validation summary, feature service, git sha
   (``mlflow.source.git.commit``), the idempotency key ``training_key``, and the caller's tags (Airflow dag and
   run id);
-* the model (``mlflow.sklearn.log_model``): skops format with the pipeline's scikit-learn types trusted, a
+* the model (``mlflow.sklearn.log_model``): skops format, only with types of the project's allowlist
+  (:mod:`airflow_mlops.model_files`; the sha256 of the stored file is the version tag ``model.sha256``), a
   signature (numeric inputs as double, categorical as string; output: the two class probabilities, the pyfunc
   flavour calling ``predict_proba``, or the predicted value, ``predict``) and an input example.
 
@@ -39,6 +40,7 @@ import json
 import logging
 import math
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Generator
@@ -48,9 +50,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.evaluation import GateDecision, Scores, gate, score
+from airflow_mlops.model_files import DIGEST_TAG, load_trusted, model_file, trusted_types_of
 from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings
 from airflow_mlops.specs import ModelSpec, SpecFileError, load_spec
 from airflow_mlops.training import FitResult, TrainingSet, build_training_set, fit, model_input
+from airflow_mlops.zones import file_sha256
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -68,8 +72,6 @@ CARD_FILE = "model_card.md"
 DECISION_FILE = "gate_decision.json"
 MODEL_ARTIFACT = "model"
 #: Prefixes of the types the skops loader may trust (what scikit-learn pipelines are made of).
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.")
-TRUSTED_TYPES = frozenset({"functools.partial"})
 #: MLflow's limits per ``log_batch`` call.
 _BATCH = {"metrics": 1000, "params": 100, "tags": 100}
 _TAG_LIMIT = 5000
@@ -326,14 +328,16 @@ def _quiet_module_scan() -> Generator[None]:
 
 
 def _trusted_types(model: Any) -> list[str]:
-    import skops.io
-
+    """The skops types to trust for ``model`` (refused: types outside :data:`model_files.TRUSTED_TYPES`)."""
     with _quiet_module_scan():
-        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    refused = [t for t in untrusted if not (t.startswith(TRUSTED_TYPE_PREFIXES) or t in TRUSTED_TYPES)]
-    if refused:
-        raise RegistryError(f"the model holds types the skops format must not trust: {', '.join(refused)}")
-    return sorted(untrusted)
+        return trusted_types_of(model)
+
+
+def _download_model(uri: str, dst: Path) -> Path:
+    """The MLflow model at ``uri`` (``models:/...``) downloaded into ``dst``; its local directory."""
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
 
 
 def _pip_requirements() -> list[str]:
@@ -461,11 +465,14 @@ def train_and_register(
                     pip_requirements=_pip_requirements(),
                     run_id=run_id,
                 )
+            with tempfile.TemporaryDirectory(prefix="model-") as tmp:  # the file as stored, digest at birth
+                digest = file_sha256(model_file(_download_model(info.model_uri, Path(tmp))))
             version = mlflow.register_model(
                 info.model_uri,
                 spec.name,
                 tags={
                     TRAINING_KEY: key,
+                    DIGEST_TAG: digest,
                     "data.window": f"{training_set.window_start.isoformat()}..{training_set.window_end.isoformat()}",
                     "data.train_digest": training_set.train_digest,
                     "data.holdout_digest": training_set.holdout_digest,
@@ -526,13 +533,22 @@ def aliases(spec: ModelSpec, settings: Settings | None = None) -> dict[str, int]
 
 
 def load_model(ref: ModelVersionRef, settings: Settings | None = None) -> Any:
-    """The fitted scikit-learn pipeline of a registered version (loaded back from its skops artifact)."""
-    import mlflow.sklearn
-
+    """The fitted scikit-learn pipeline of a registered version, loaded from its skops file only if it is the
+    registered file (:data:`model_files.DIGEST_TAG`) holding trusted types (:func:`model_files.load_trusted`)."""
     settings = settings or get_settings()
-    _client(settings)
-    with _errors(settings, f"loading {ref.uri}"), _quiet_module_scan():
-        return mlflow.sklearn.load_model(ref.uri)
+    digest = model_digest(ref, settings)  # also points the process-wide MLflow URIs at the store
+    with _errors(settings, f"loading {ref.uri}"), tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        model_dir = _download_model(ref.uri, Path(tmp))
+        with _quiet_module_scan():
+            return load_trusted(model_dir, digest, f"{ref.name} v{ref.version}")
+
+
+def model_digest(ref: ModelVersionRef, settings: Settings | None = None) -> str | None:
+    """The sha256 of the version's model file recorded at registration (None for versions registered without)."""
+    settings = settings or get_settings()
+    client = _client(settings)
+    with _errors(settings, f"reading {ref.uri}"):
+        return client.get_model_version(ref.name, str(ref.version)).tags.get(DIGEST_TAG)
 
 
 def mlflow_client(settings: Settings | None = None) -> MlflowClient:
@@ -874,6 +890,7 @@ __all__ = [
     "existing_version",
     "load_model",
     "model_card",
+    "model_digest",
     "promote",
     "train",
     "train_and_register",

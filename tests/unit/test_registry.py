@@ -295,3 +295,31 @@ def test_an_unreachable_mlflow_is_a_clear_error_and_moves_nothing(
         assert time.perf_counter() - started < 30, name
     assert aliases_of(settings, first.spec) == before
     assert versions(settings, first.spec.name) == [1]
+
+
+# --- trusted loading -------------------------------------------------------------------------------
+
+
+def test_a_tampered_champion_is_refused_at_load_and_nothing_is_promoted(settings: Settings) -> None:
+    """The version's ``model.sha256`` is the stored file's; a file changed afterwards is never loaded or replaced."""
+    from urllib.parse import urlparse
+
+    from airflow_mlops.model_files import DIGEST_TAG, UntrustedModelError, model_file
+    from airflow_mlops.zones import file_sha256
+
+    spec = make_spec("delay_tampered")
+    outcome = registry.train(spec.name, WINDOW_END, spec=spec, settings=settings)
+    assert outcome.promoted
+    mlflow_client = client(settings)
+    version = mlflow_client.get_model_version(spec.name, str(outcome.ref.version))
+    model_id = version.source.removeprefix("models:/")
+    stored = model_file(Path(urlparse(mlflow_client.get_logged_model(model_id).artifact_location).path))
+    assert version.tags[DIGEST_TAG] == file_sha256(stored)
+    assert registry.load_model(outcome.ref, settings) is not None
+
+    stored.write_bytes(stored.read_bytes() + b"\0")  # whoever can write the artifact store
+    with pytest.raises(UntrustedModelError, match="changed after registration"):
+        registry.load_model(outcome.ref, settings)
+    with pytest.raises(UntrustedModelError):  # the gate scores the champion: it refuses, nothing moves
+        registry.train(spec.name, WINDOW_END, spec=spec, force=True, settings=settings)
+    assert registry.aliases(spec, settings)[registry.CHAMPION] == outcome.ref.version

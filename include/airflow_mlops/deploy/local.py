@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from airflow_mlops.deploy.base import Bento, DeployError, Deployment
+from airflow_mlops.model_files import SAFE_ENV
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec
 from airflow_mlops.zones import write_text_atomic
@@ -99,6 +100,7 @@ def _server_env(settings: Settings) -> dict[str, str]:
     env["MLOPS_HOME"] = str(settings.home)
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     env.setdefault("OMP_NUM_THREADS", "1")  # as the bento's container sets it
+    env.update(SAFE_ENV)  # as the bento's container sets it: models load through airflow_mlops.model_files only
     env.pop("BENTOML_PORT", None)
     return env
 
