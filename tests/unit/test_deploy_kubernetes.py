@@ -43,6 +43,7 @@ DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 SERVICES = f"/api/v1/namespaces/{NS}/services"
 HPAS = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers"
 PDBS = f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"
+NETPOLS = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
 REPOSITORY = "registry.example.com/mlops/flight-delay"
 
 
@@ -324,10 +325,11 @@ def test_render_from_the_real_spec(spec: ModelSpec) -> None:
         ("v1", "Service"),
         ("autoscaling/v2", "HorizontalPodAutoscaler"),
         ("policy/v1", "PodDisruptionBudget"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
     ]
     assert {(m["metadata"]["name"], m["metadata"]["namespace"]) for m in manifests} == {(NAME, NS)}
 
-    deployment, service, hpa, pdb = manifests
+    deployment, service, hpa, pdb, policy = manifests
     settings = spec.deploy.kubernetes
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
@@ -359,6 +361,36 @@ def test_render_from_the_real_spec(spec: ModelSpec) -> None:
         "target": {"type": "Utilization", "averageUtilization": 70},
     }
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"app": NAME}}}
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"app": NAME}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"ports": [{"port": "http", "protocol": "TCP"}]}],  # the serving port, nothing else
+    }
+
+
+def test_pods_run_hardened(spec: ModelSpec) -> None:
+    """Non-root, read-only root filesystem with only emptyDir paths writable, no capability, no token."""
+    pod = KubernetesTarget().render(spec, make_bento(3))[0]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1034,  # the user of BentoML's generated Dockerfile
+        "runAsGroup": 1034,
+        "fsGroup": 1034,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"tmp": "/tmp", "state": "/var/lib/mlops"}
+    assert pod["volumes"] == [{"name": name, "emptyDir": {}} for name in mounts]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MLOPS_HOME"] == "/var/lib/mlops" and env["TMPDIR"] == "/tmp"
 
 
 def test_render_follows_the_spec_settings(spec: ModelSpec) -> None:
@@ -372,7 +404,7 @@ def test_render_follows_the_spec_settings(spec: ModelSpec) -> None:
         cpu_request="250m",
         memory_limit="3Gi",
     )
-    deployment, _, hpa, _ = manifests = KubernetesTarget().render(custom, make_bento(4))
+    deployment, _, hpa, _, _ = manifests = KubernetesTarget().render(custom, make_bento(4))
     assert {m["metadata"]["namespace"] for m in manifests} == {"serving"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"{REPOSITORY}:v4abcd"
@@ -467,6 +499,8 @@ def test_first_deploy_creates_everything_then_invoke_and_commit(
         ("POST", HPAS),
         ("GET", f"{PDBS}/{NAME}"),
         ("POST", PDBS),
+        ("GET", f"{NETPOLS}/{NAME}"),
+        ("POST", NETPOLS),
         ("GET", f"{DEPLOYMENTS}/{NAME}/status"),  # generation not observed yet
         ("GET", f"{DEPLOYMENTS}/{NAME}/status"),  # rollout finished
     ]
@@ -480,7 +514,13 @@ def test_first_deploy_creates_everything_then_invoke_and_commit(
     assert deployment.target == "kubernetes"
     assert deployment.endpoint == f"{NAME}.{NS}.svc"
     assert deployment.previous is None
-    assert deployment.details["created"] == ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    assert deployment.details["created"] == [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ]
     assert deployment.details["namespace"] == NS
     assert [(c["verb"], c["kind"]) for c in deployment.details["calls"]][:2] == [
         ("read", "Deployment"),
@@ -527,6 +567,8 @@ def test_update_patches_and_rollback_restores_the_previous_template(
         ("PATCH", f"{HPAS}/{NAME}"),
         ("GET", f"{PDBS}/{NAME}"),
         ("PATCH", f"{PDBS}/{NAME}"),
+        ("GET", f"{NETPOLS}/{NAME}"),
+        ("PATCH", f"{NETPOLS}/{NAME}"),
     ]
     assert all(r.content_type == "application/merge-patch+json" for r in api_server.requests if r.method == "PATCH")
     (patch,) = api_server.bodies("PATCH", f"{DEPLOYMENTS}/{NAME}")
@@ -546,6 +588,7 @@ def test_update_patches_and_rollback_restores_the_previous_template(
     target.rollback(type(staged).from_dict(json.loads(json.dumps(staged.to_dict()))))  # as it comes out of XCom
 
     assert api_server.calls(skip_status=True) == [
+        ("PATCH", f"{NETPOLS}/{NAME}"),
         ("PATCH", f"{PDBS}/{NAME}"),
         ("PATCH", f"{HPAS}/{NAME}"),
         ("PATCH", f"{SERVICES}/{NAME}"),
@@ -591,9 +634,11 @@ def test_failed_first_rollout_deletes_what_it_created(
     spec: ModelSpec, api_server: FakeApiServer, target: KubernetesTarget
 ) -> None:
     api_server.failing_images.add("flight_delay:v3abcd")
-    with pytest.raises(DeployError, match=r"ProgressDeadlineExceeded.*undone: deleted PodDisruptionBudget"):
+    undone = r"ProgressDeadlineExceeded.*undone: deleted NetworkPolicy, deleted PodDisruptionBudget"
+    with pytest.raises(DeployError, match=undone):
         target.deploy(spec, make_bento(3))
     assert [c for c in api_server.calls() if c[0] == "DELETE"] == [
+        ("DELETE", f"{NETPOLS}/{NAME}"),
         ("DELETE", f"{PDBS}/{NAME}"),
         ("DELETE", f"{HPAS}/{NAME}"),
         ("DELETE", f"{SERVICES}/{NAME}"),
@@ -618,6 +663,7 @@ def test_rollback_of_a_first_deployment_deletes_it(
     api_server.requests.clear()
     target.rollback(staged)
     assert api_server.calls() == [
+        ("DELETE", f"{NETPOLS}/{NAME}"),
         ("DELETE", f"{PDBS}/{NAME}"),
         ("DELETE", f"{HPAS}/{NAME}"),
         ("DELETE", f"{SERVICES}/{NAME}"),

@@ -1,6 +1,6 @@
 """The ``kubernetes`` deploy target: a rolling update of the bento image in a namespace.
 
-:meth:`KubernetesTarget.render` turns the spec (``deploy.kubernetes``) and the bento into four manifests:
+:meth:`KubernetesTarget.render` turns the spec (``deploy.kubernetes``) and the bento into five manifests:
 
 * ``apps/v1 Deployment`` ``<model with - for _>``: the bento image (``<image_repository>:<bento version>``
   when ``image_repository`` is set, else the bento's own image name), port ``http`` = 8080 (the image's
@@ -9,7 +9,12 @@
   rolling update that never takes a serving pod away before its replacement is ready (``maxUnavailable: 0``);
 * ``v1 Service``: port 80 to the pods' ``http`` port;
 * ``autoscaling/v2 HorizontalPodAutoscaler``: ``replicas`` .. ``max_replicas`` on CPU utilization;
-* ``policy/v1 PodDisruptionBudget``: at most one pod down during voluntary disruptions.
+* ``policy/v1 PodDisruptionBudget``: at most one pod down during voluntary disruptions;
+* ``networking.k8s.io/v1 NetworkPolicy``: the pods admit ingress on their ``http`` port only.
+
+The pods run hardened: as the image's non-root user (BentoML's ``bentoml``, uid :data:`BENTO_UID`), with a
+read-only root filesystem (``/tmp`` and ``MLOPS_HOME`` are ``emptyDir`` volumes), every capability dropped, no
+privilege escalation, the runtime's default seccomp profile and no service-account token.
 
 :meth:`~KubernetesTarget.validate` checks them against the official Kubernetes JSON schemas (the
 ``kubernetes-validate`` package, :data:`KUBERNETES_VERSION`, strict: unknown fields are errors) before anything
@@ -52,12 +57,16 @@ PORT_NAME = "http"
 #: Port the Service exposes inside the cluster.
 SERVICE_PORT = 80
 CONTAINER_NAME = "bento"
+#: uid and gid of the user BentoML's generated Dockerfile creates and runs as (``bentoml``).
+BENTO_UID = 1034
+#: The writable paths of a pod whose root filesystem is read-only: ``emptyDir`` volume name -> mount path.
+WRITABLE = {"tmp": "/tmp", "state": "/var/lib/mlops"}
 #: Prefix of the annotations this target writes.
 ANNOTATION_PREFIX = "mlops/"
 #: ``fieldManager`` recorded by the API server for every write of this target.
 FIELD_MANAGER = "airflow-mlops"
 #: Order in which the manifests are rendered, applied and (reversed) undone.
-KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy")
 
 #: DNS-1035 label: what a Service name must be (and so every name this target derives).
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -67,6 +76,7 @@ _APIS: dict[str, tuple[str, str]] = {
     "Service": ("CoreV1Api", "namespaced_service"),
     "HorizontalPodAutoscaler": ("AutoscalingV2Api", "namespaced_horizontal_pod_autoscaler"),
     "PodDisruptionBudget": ("PolicyV1Api", "namespaced_pod_disruption_budget"),
+    "NetworkPolicy": ("NetworkingV1Api", "namespaced_network_policy"),
 }
 _MERGE_PATCH = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
@@ -215,7 +225,7 @@ class KubernetesTarget:
     # ------------------------------------------------------------------ manifests
 
     def render(self, spec: ModelSpec, bento: Bento) -> list[dict[str, Any]]:
-        """The Deployment, Service, HorizontalPodAutoscaler and PodDisruptionBudget for ``bento``."""
+        """The Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy for ``bento``."""
         settings = spec.deploy.kubernetes
         if settings.max_replicas < settings.replicas:
             raise DeployError(
@@ -251,7 +261,10 @@ class KubernetesTarget:
             "env": [
                 {"name": "MLOPS_PROFILE", "value": "production"},
                 {"name": "BENTOML_PORT", "value": str(CONTAINER_PORT)},
+                {"name": "MLOPS_HOME", "value": WRITABLE["state"]},
+                {"name": "TMPDIR", "value": WRITABLE["tmp"]},
             ],
+            "volumeMounts": [{"name": volume, "mountPath": path} for volume, path in WRITABLE.items()],
             "resources": {
                 "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
                 "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
@@ -270,7 +283,25 @@ class KubernetesTarget:
                 "timeoutSeconds": 3,
                 "failureThreshold": 3,
             },
-            "securityContext": {"allowPrivilegeEscalation": False},
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+        pod_spec = {
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": BENTO_UID,
+                "runAsGroup": BENTO_UID,
+                "fsGroup": BENTO_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": [{"name": volume, "emptyDir": {}} for volume in WRITABLE],
+            "terminationGracePeriodSeconds": 30,
         }
         deployment = {
             "apiVersion": "apps/v1",
@@ -284,7 +315,7 @@ class KubernetesTarget:
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
                     "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                    "spec": {"containers": [container], "terminationGracePeriodSeconds": 30},
+                    "spec": pod_spec,
                 },
             },
         }
@@ -323,7 +354,17 @@ class KubernetesTarget:
             "metadata": metadata(),
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(selector)}},
         }
-        return [deployment, service, autoscaler, budget]
+        network_policy = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": metadata(),
+            "spec": {
+                "podSelector": {"matchLabels": dict(selector)},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"ports": [{"port": PORT_NAME, "protocol": "TCP"}]}],
+            },
+        }
+        return [deployment, service, autoscaler, budget, network_policy]
 
     def validate(self, manifests: list[dict[str, Any]]) -> None:
         """Check every manifest against the official schemas of :data:`KUBERNETES_VERSION` (strict)."""
