@@ -220,6 +220,23 @@ def check() -> None:
         sys.exit(1)
 
 
+@main.command("compose-env")
+@click.option(
+    "--path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="env file to write (default: docker/.env, which docker/compose.yaml reads)",
+)
+def compose_env(path: Path | None) -> None:
+    """Generate the secrets docker/compose.yaml requires into its env file (mode 0600); existing values are kept."""
+    from airflow_mlops.compose_env import ENV_FILE, SECRETS, write_env_file
+
+    target = path or ENV_FILE
+    added = write_env_file(target)
+    kept = [name for name in SECRETS if name not in added]
+    click.echo(f"{target}: generated {', '.join(added) or 'nothing'}; kept {', '.join(kept) or 'nothing'} (mode 0600)")
+
+
 @main.group()
 def new() -> None:
     """Write the skeleton of a new dataset or model: every file to fill, each saying what to change."""

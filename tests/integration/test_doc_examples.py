@@ -141,7 +141,7 @@ def test_feast_serve_example(airflow_server: AirflowServer, airflow_user: str, a
     port = free_port()
     done = _bash("feast-serve", {**_env(airflow_server, airflow_password), "PORT": str(port)}, timeout=300)
     assert done.returncode == 0, done.stderr + done.stdout
-    assert "\"metadata\"" in done.stdout, done.stdout[-3000:]
+    assert '"metadata"' in done.stdout, done.stdout[-3000:]
     start = done.stdout.index("{")
     answer, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
     names = answer["metadata"]["feature_names"]
