@@ -71,7 +71,6 @@ GATED_AGAINST_TAG = "gate.champion_version"
 CARD_FILE = "model_card.md"
 DECISION_FILE = "gate_decision.json"
 MODEL_ARTIFACT = "model"
-#: Prefixes of the types the skops loader may trust (what scikit-learn pipelines are made of).
 #: MLflow's limits per ``log_batch`` call.
 _BATCH = {"metrics": 1000, "params": 100, "tags": 100}
 _TAG_LIMIT = 5000
