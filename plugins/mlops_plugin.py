@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
+
+log = logging.getLogger(__name__)
 
 REPORT_FILES = {"drift.html", "drift.json", "quality.html", "quality.json", "summary.json"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -55,7 +58,7 @@ def _logical_day(dag_id: str, run_id: str) -> str | None:
         if logical is not None:
             return logical.date().isoformat()
     except Exception:  # no database here: fall back on the run id
-        pass
+        log.debug("no metadata database to read the day of %s %s from", dag_id, run_id, exc_info=True)
     match = _RUN_DAY.search(run_id)
     return match.group(1) if match else None
 

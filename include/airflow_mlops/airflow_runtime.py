@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import shlex
-import subprocess
+import subprocess  # ruff: ignore[suspicious-subprocess-import] - starts the project's own servers and tools, argument lists only
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +32,7 @@ from airflow_mlops.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 ADMIN_USER = "admin"
-PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
+PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"  # ruff: ignore[hardcoded-password-string] - a file name
 TERMINAL_RUN_STATES = {"success", "failed"}
 
 
@@ -175,7 +175,7 @@ def start_airflow(
         started = " & ".join(f"{shlex.quote(airflow_bin)} {component}" for component in CELERY_COMPONENTS)
         command = ["bash", "-c", f"{shlex.quote(airflow_bin)} db migrate && {{ {started} & wait; }}"]
     with log_path.open("ab") as out:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # ruff: ignore[subprocess-without-shell-equals-true] - Airflow from this venv, arguments built here
             command,
             env=env,
             stdout=out,

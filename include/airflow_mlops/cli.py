@@ -400,7 +400,7 @@ def airflow_env_cmd(port: int) -> None:
 
     _databases()
     env = airflow_env(port, base={})
-    secret = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+    secret = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"  # ruff: ignore[hardcoded-password-string] - the variable's name, not its value
     for key in sorted(env):
         if key == secret:  # the URL carries the database password: resolved when the line runs, never printed
             home = shlex.quote(env["MLOPS_HOME"])
@@ -790,7 +790,10 @@ def serve(model: str, port: int, host: str) -> None:
     console.print(f"  curl -X POST http://{host}:{port}/predict -H 'content-type: application/json' -d @request.json")
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home(settings)), "MLOPS_HOME": str(settings.home)}
     bentoml = str(Path(sys.executable).with_name("bentoml"))
-    os.execve(bentoml, [bentoml, "serve", bento.tag, "--host", host, "--port", str(port)], env)
+    from airflow_mlops.model_files import SAFE_ENV
+
+    env.update(SAFE_ENV)  # models load through airflow_mlops.model_files only
+    os.execve(bentoml, [bentoml, "serve", bento.tag, "--host", host, "--port", str(port)], env)  # ruff: ignore[start-process-with-no-shell] - bentoml from this venv
 
 
 @main.group()

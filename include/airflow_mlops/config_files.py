@@ -22,7 +22,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def parse_yaml(text: str) -> object:
     """``yaml.safe_load`` with libyaml's C loader when PyYAML was built with it (the same safe subset)."""
-    return yaml.load(text, Loader=_LOADER)  # a SafeLoader: plain data only
+    return yaml.load(text, Loader=_LOADER)  # ruff: ignore[unsafe-yaml-load] - _LOADER is CSafeLoader or SafeLoader: plain data only
 
 
 @dataclass(frozen=True)

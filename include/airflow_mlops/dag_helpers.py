@@ -38,7 +38,8 @@ def dataset_dates(dataset: str) -> tuple[datetime, datetime | None]:
 
     spec = dataset_spec(dataset)
     start = _midnight(spec.start_date)
-    assert start is not None
+    if start is None:  # the dataset spec requires start_date
+        raise ValueError(f"dataset {dataset!r} has no start_date")
     return start, _midnight(spec.end_date)
 
 

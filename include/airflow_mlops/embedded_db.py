@@ -28,7 +28,7 @@ import contextlib
 import json
 import os
 import secrets
-import subprocess
+import subprocess  # ruff: ignore[suspicious-subprocess-import] - starts the project's own servers and tools, argument lists only
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -218,8 +218,9 @@ class EmbeddedPostgres:
         try:
             pwd.getpwnam(SERVICE_USER)
         except KeyError:
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            # The system's useradd, found on PATH, with fixed arguments.
+            subprocess.run(  # ruff: ignore[subprocess-without-shell-equals-true]
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],  # ruff: ignore[start-process-with-partial-path]
                 check=True,
                 capture_output=True,
             )
@@ -251,7 +252,7 @@ class EmbeddedPostgres:
 
             identity = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
         try:
-            return subprocess.run(
+            return subprocess.run(  # ruff: ignore[subprocess-without-shell-equals-true] - PostgreSQL's own binaries, arguments built here
                 argv,
                 check=True,
                 capture_output=True,

@@ -311,7 +311,8 @@ def build_features(dataset: str, day: date, *, settings: Settings | None = None)
     settings = settings or get_settings()
     tables = feature_tables(dataset, settings)
     spec = dataset_spec(dataset, settings)
-    assert spec.features is not None
+    if spec.features is None:
+        raise FeatureError(f"dataset {dataset!r} declares no features (its file has no `features:` section)")
     try:
         function = load_callable(spec.features.function, settings.datasets_dir)
     except UserCodeError as exc:
@@ -541,7 +542,8 @@ def definition_objects(path: Path, settings: Settings | None = None) -> list[Any
     env = {"MLOPS_HOME": str(settings.home), "MLOPS_DATA_DIR": str(settings.data_dir)}
     with _environment(env):
         spec = importlib.util.spec_from_file_location(f"_feature_repo_{path.stem}_{uuid.uuid4().hex}", path)
-        assert spec is not None and spec.loader is not None
+        if spec is None or spec.loader is None:
+            raise FeatureStoreConfigError(f"{path}: not a loadable Python module")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     for value in vars(module).values():
@@ -586,7 +588,7 @@ def _registry_lock(settings: Settings) -> Generator[None]:
 
 def apply_definitions(settings: Settings | None = None, store: FeatureStore | None = None) -> FeatureStore:
     """``feast apply`` for ``settings``: register the definitions, drop what they no longer define."""
-    from feast import Entity, FeatureService, FeatureView
+    from feast import FeatureService
     from feast.feature_view import DUMMY_ENTITY_NAME
 
     settings = settings or get_settings()
@@ -614,7 +616,6 @@ def apply_definitions(settings: Settings | None = None, store: FeatureStore | No
             for o in registry.list_entities(project, allow_cache=False)
             if ("Entity", o.name) not in names and o.name != DUMMY_ENTITY_NAME
         ]
-    assert all(isinstance(o, Entity | FeatureView | FeatureService) for o in stale)
     store.apply(objects, objects_to_delete=stale, partial=False)
     store.refresh_registry()
     log.info("features: applied %s Feast objects (fingerprint %s, project %s)", len(objects), digest, store.project)

@@ -35,6 +35,7 @@ from airflow_mlops.zones import file_sha256, partition_path, write_parquet_toget
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pyarrow import fs as pafs
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class FileSource:
         self.root = root.rstrip("/")
         self.description = f"files under {self.root}"
 
-    def _filesystem(self) -> tuple[object, str]:
+    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
         from pyarrow import fs
 
         if "://" in self.root:
@@ -94,7 +95,6 @@ class FileSource:
         from pyarrow import fs
 
         filesystem, _ = self._filesystem()
-        assert isinstance(filesystem, fs.FileSystem)
         candidates = {ext: f"{folder}/{table}.{ext}" for ext in ("parquet", "csv")}
         found = {
             ext: path for ext, path in candidates.items() if filesystem.get_file_info(path).type == fs.FileType.File
@@ -127,7 +127,6 @@ class FileSource:
         from pyarrow import fs
 
         filesystem, base = self._filesystem()
-        assert isinstance(filesystem, fs.FileSystem)
         folder = f"{base}/date={day.isoformat()}"
         shown = f"{self.root}/date={day.isoformat()}/{table}"
         found = self._one_file(folder, table, shown)

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import shlex
-import subprocess
+import subprocess  # ruff: ignore[suspicious-subprocess-import] - starts the project's own servers and tools, argument lists only
 import sys
 import time
 from collections import deque
@@ -281,7 +281,7 @@ def start_mlflow(
     command = server_command(port, backend_uri, artifacts, extra_hosts=extra_hosts)
     log.info("starting MLflow: %s", shlex.join(command))
     with log_path.open("ab") as out:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # ruff: ignore[subprocess-without-shell-equals-true] - mlflow from this venv, arguments built here
             command,
             env=server_env(backend_uri),
             stdout=out,

@@ -201,7 +201,8 @@ def read_predictions(
                 if not conn.execute(text("select to_regclass(:t)"), {"t": table}).scalar():
                     return pd.DataFrame()
                 return pd.read_sql(
-                    text(f"select * from {table} where model = :m and date = :d"),
+                    # The table name is derived from a validated model name (lower-case identifier); values are bound.
+                    text(f"select * from {table} where model = :m and date = :d"),  # ruff: ignore[hardcoded-sql-expression]
                     conn,
                     params={"m": model, "d": day.isoformat()},
                 )

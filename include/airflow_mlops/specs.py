@@ -144,7 +144,8 @@ class TargetRule(_Strict):
         if self.rule is None:
             raise ValueError(f"the label {self.name!r} is computed by {self.function}, not by a rule")
         match = _TARGET_RULE.match(self.rule)
-        assert match is not None  # guaranteed by the validator
+        if match is None:  # the validator refuses such rules: only a spec built without validation gets here
+            raise ValueError(f"the label rule {self.rule!r} is not '<column> <op> <number>'")
         return match
 
     @property

@@ -400,7 +400,8 @@ def labels(spec: ModelSpec, examples: pd.DataFrame, settings: Settings | None = 
     target = spec.target
     if target.function is None:
         column = target.column
-        assert column is not None
+        if column is None:  # a rule or a value names its column; the spec validator requires one of the three
+            raise TrainingError(f"the label {target.name!r} names no column")
         if column not in examples.columns:
             kind = f"target rule {target.rule!r}" if target.rule is not None else "target value"
             raise TrainingError(

@@ -60,7 +60,7 @@ CONTAINER_NAME = "bento"
 #: uid and gid of the user BentoML's generated Dockerfile creates and runs as (``bentoml``).
 BENTO_UID = 1034
 #: The writable paths of a pod whose root filesystem is read-only: ``emptyDir`` volume name -> mount path.
-WRITABLE = {"tmp": "/tmp", "state": "/var/lib/mlops"}
+WRITABLE = {"tmp": "/tmp", "state": "/var/lib/mlops"}  # ruff: ignore[hardcoded-temp-file] - a pod-private emptyDir
 #: Prefix of the annotations this target writes.
 ANNOTATION_PREFIX = "mlops/"
 #: ``fieldManager`` recorded by the API server for every write of this target.

@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import os
-import subprocess
+import subprocess  # ruff: ignore[suspicious-subprocess-import] - starts the project's own servers and tools, argument lists only
 import sys
 import time
 from pathlib import Path
@@ -108,7 +108,7 @@ def _server_env(settings: Settings) -> dict[str, str]:
 def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
-        return subprocess.Popen(
+        return subprocess.Popen(  # ruff: ignore[subprocess-without-shell-equals-true] - bentoml/router from this venv, arguments built here
             args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
 
