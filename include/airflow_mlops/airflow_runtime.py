@@ -66,6 +66,8 @@ def airflow_env(port: int, settings: Settings | None = None, base: dict[str, str
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": env.get("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "30"),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+            # Airflow's default is every interface; the local profile listens on loopback only.
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
         }
     )
     if not env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").strip():
