@@ -64,14 +64,21 @@ def _logical_day(dag_id: str, run_id: str) -> str | None:
 
 
 def _reports_app() -> Any:
-    from fastapi import FastAPI, HTTPException
+    """The report files behind the "Drift report" link, behind Airflow's own authentication and DAG access check.
+
+    Airflow does not authenticate plugin apps by itself: every route here depends on
+    :func:`_reports_dependency`, Airflow's ``requires_access_dag`` for the runs of ``monitor_<model>``. The caller
+    is the user of the request's bearer token or, from the UI, of its session cookie; none or an invalid one
+    gets 401, a user the auth manager does not allow to read that DAG's runs 403.
+    """
+    from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
     from airflow_mlops.settings import get_settings
 
     app = FastAPI(title="airflow-mlops reports", docs_url=None, redoc_url=None)
 
-    @app.get("/reports/{model}/{day}/{name}")
+    @app.get("/reports/{model}/{day}/{name}", dependencies=[Depends(_reports_dependency())])
     def report(model: str, day: str, name: str) -> FileResponse:
         """One report file of a monitored day."""
         if not _NAME.match(model) or not _DAY.match(day) or name not in REPORT_FILES:
@@ -82,6 +89,25 @@ def _reports_app() -> Any:
         return FileResponse(path)
 
     return app
+
+
+def _reports_dependency() -> Any:
+    """Airflow's access check for reading the runs of ``monitor_<model>`` (the model of the request's path).
+
+    The user is resolved by Airflow's ``GetUserDep`` (bearer token, else the UI's session cookie). The annotations
+    are set as objects: this module's annotations are strings (``from __future__ import annotations``), which
+    FastAPI could not resolve for names imported here, inside the function.
+    """
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+    from fastapi import Request
+
+    def may_read_reports(request, user):  # type: ignore[no-untyped-def]
+        model = request.path_params.get("model", "")
+        requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=f"monitor_{model}")(request, user)
+
+    may_read_reports.__annotations__ = {"request": Request, "user": GetUserDep, "return": None}
+    return may_read_reports
 
 
 class MlopsPlugin(AirflowPlugin):

@@ -175,7 +175,8 @@ def test_the_closed_loop(loop: Loop) -> None:
     assert links.status_code == 200, links.text
     link = links.json()["extra_links"]["Drift report"]
     assert link == f"/mlops/reports/flight_delay/{LAST.isoformat()}/drift.html"
-    page = httpx.get(f"{loop.server.url}{link}", timeout=30)
+    assert httpx.get(f"{loop.server.url}{link}", timeout=30).status_code == 401  # behind Airflow's authentication
+    page = httpx.get(f"{loop.server.url}{link}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert page.status_code == 200 and page.content == (folder / "drift.html").read_bytes()
     events = api._client_mod.AssetApi(api.api_client).get_asset_events(source_dag_id=MONITOR).asset_events
     assert len(events) == 1 and events[0].source_run_id == monitor_run
