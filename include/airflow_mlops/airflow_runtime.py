@@ -76,8 +76,26 @@ def airflow_env(port: int, settings: Settings | None = None, base: dict[str, str
     return env
 
 
+def ensure_admin_password(airflow_home: Path) -> Path:
+    """The simple auth manager's password file, generated here on first start (mode 0600).
+
+    Left to Airflow, the first start generates the admin password and prints it into the API server's output,
+    so into ``$MLOPS_HOME/run/airflow-<port>.log``; a password already in the file is never printed.
+    """
+    path = airflow_home / PASSWORD_FILE
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        partial = path.with_name(f".{path.name}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({ADMIN_USER: secrets.token_urlsafe(16)}) + "\n")
+        partial.replace(path)
+    path.chmod(0o600)
+    return path
+
+
 def admin_password(airflow_home: Path) -> str:
-    """The admin password that ``airflow standalone`` generated into ``$AIRFLOW_HOME``."""
+    """The admin password of ``$AIRFLOW_HOME`` (see :func:`ensure_admin_password`)."""
     path = airflow_home / PASSWORD_FILE
     try:
         return str(json.loads(path.read_text())[ADMIN_USER])
@@ -170,6 +188,7 @@ def start_airflow(
     log_path = settings.run_dir / f"airflow-{port}.log"
     env = airflow_env(port, settings)
     write_local_settings(settings)
+    ensure_admin_password(settings.airflow_home)
     airflow_bin = str(Path(sys.executable).parent / "airflow")
     command = [airflow_bin, "standalone"]
     if celery:
