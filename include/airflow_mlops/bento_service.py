@@ -19,7 +19,6 @@ and nothing else decides what it serves. The service answers:
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -28,53 +27,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
+from airflow_mlops.body_limit import BodyLimit
 from airflow_mlops.serving import MAX_BODY_BYTES, MAX_ROWS, request_schema
 
 log = logging.getLogger(__name__)
 
 # BentoML 1.4 calls a pydantic API deprecated in 2.11 on every request; one warning line per request otherwise.
 warnings.filterwarnings("ignore", message=r".*__get_pydantic_core_schema__.*", category=DeprecationWarning)
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for request bodies larger than ``max_bytes`` (declared or streamed)."""
-
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
-            return
-        seen = 0
-
-        async def limited() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"error": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def build_service(model_tag: str, spec_file: str | Path) -> Any:

@@ -5,13 +5,16 @@ in the JSON state file that :mod:`airflow_mlops.deploy.local` maintains. The fil
 (one ``stat`` per request), so a deployment switches traffic by replacing the file atomically: requests
 already sent to the old backend finish there, new ones go to the new backend. ``GET /-/router`` tells the
 active backend and the requests pending per backend, which the deployer watches to stop the old server only
-once it is drained. With no active backend the router answers 503.
+once it is drained, and the router's id (:func:`router_id`, a digest of its state file: the deployer recognizes its
+own router without the router revealing a path). With no active backend the router answers 503; a request body
+over :data:`~airflow_mlops.body_limit.MAX_BODY_BYTES` gets 413 before anything is forwarded.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -20,9 +23,16 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+from airflow_mlops.body_limit import MAX_BODY_BYTES, BodyLimit
+
 log = logging.getLogger(__name__)
 
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "host"}
+
+
+def router_id(state: Path) -> str:
+    """What ``GET /-/router`` answers as ``router``: a digest of the state file's absolute path."""
+    return hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:16]
 
 
 class Backends:
@@ -72,7 +82,7 @@ def create_app(state: Path) -> Any:
         backends.current()
         return JSONResponse(
             {
-                "state": str(state),
+                "router": router_id(state),
                 "active": backends.active,
                 "version": backends.version,
                 "pending": {url: n for url, n in backends.pending.items() if n},
@@ -122,7 +132,7 @@ def create_app(state: Path) -> Any:
         finally:
             await client.aclose()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    return BodyLimit(Starlette(routes=routes, lifespan=lifespan), max_bytes=MAX_BODY_BYTES)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 #: Most rows one request may carry (a larger batch gets 400, naming the limit).
 MAX_ROWS = 1000
-#: Largest request body in bytes (a larger body gets 413).
-MAX_BODY_BYTES = 1_000_000
 
 _PYTHON_TYPES: dict[str, type] = {"int": int, "float": float, "string": str, "bool": bool, "timestamp": datetime}
 

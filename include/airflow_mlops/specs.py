@@ -240,7 +240,23 @@ class LocalDeploy(_Strict):
     """The ``local`` target: bento servers on this machine behind a stable URL."""
 
     port: Annotated[int, Field(ge=1, le=65535)] = 3000
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="address of the stable URL: loopback unless allow_remote")
+    allow_remote: bool = Field(default=False, description="let host be a non-loopback address (no auth on it)")
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> LocalDeploy:
+        import ipaddress
+
+        try:
+            loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            raise ValueError(f"deploy.local.host: {self.host!r} is not an IP address or localhost") from None
+        if not loopback and not self.allow_remote:
+            raise ValueError(
+                f"deploy.local.host: {self.host!r} is not a loopback address; the local endpoint takes no token, "
+                "so set deploy.local.allow_remote: true to expose it anyway"
+            )
+        return self
 
 
 class SageMakerDeploy(_Strict):

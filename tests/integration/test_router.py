@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 from airflow_mlops.deploy.base import DeployError
 from airflow_mlops.deploy.local import ensure_router, stop_tree
 from airflow_mlops.processes import free_port
+from airflow_mlops.router import router_id
 from airflow_mlops.settings import PROJECT_ROOT, load_settings
 from airflow_mlops.specs import load_spec
 
@@ -39,6 +41,7 @@ def test_a_port_held_by_another_router_is_refused(tmp_path: Path) -> None:
         settings = load_settings({"MLOPS_HOME": str(tmp_path / "home")})
         with pytest.raises(DeployError, match=f"port {port} answers for another router"):
             ensure_router(spec, settings)
-        assert httpx.get(f"http://127.0.0.1:{port}/-/router", timeout=5).json()["state"] == str(tmp_path / "other.json")
+        answer = httpx.get(f"http://127.0.0.1:{port}/-/router", timeout=5).json()
+        assert answer["router"] == router_id(tmp_path / "other.json") and str(tmp_path) not in json.dumps(answer)
     finally:
         stop_tree(other.pid)

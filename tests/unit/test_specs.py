@@ -323,3 +323,14 @@ def test_a_label_function_may_look_ahead(tmp_path: Path) -> None:
     spec = load_spec(_write(tmp_path, "churn", text))
     assert (spec.target.function, spec.target.horizon_days, spec.target.column) == ("my_labels:churned", 30, None)
     assert spec.target.described == "my_labels:churned(...), looking 30 day(s) ahead"
+
+
+def test_the_local_endpoint_binds_loopback_unless_allowed(tmp_path: Path) -> None:
+    base = VALID.format(name="local_bind") + "deploy:\n  target: local\n  local:\n"
+    assert load_spec(_write(tmp_path, "local_bind", base + "    host: ::1\n")).deploy.local.host == "::1"
+    with pytest.raises(SpecFileError, match=r"deploy\.local.*'0\.0\.0\.0' is not a loopback address.*allow_remote"):
+        load_spec(_write(tmp_path, "local_bind", base + "    host: 0.0.0.0\n"))
+    with pytest.raises(SpecFileError, match=r"'my laptop' is not an IP address or localhost"):
+        load_spec(_write(tmp_path, "local_bind", base + "    host: my laptop\n"))
+    remote = load_spec(_write(tmp_path, "local_bind", base + "    host: 0.0.0.0\n    allow_remote: true\n"))
+    assert remote.deploy.local.host == "0.0.0.0" and remote.deploy.local.allow_remote

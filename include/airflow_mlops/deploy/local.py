@@ -31,6 +31,7 @@ import httpx
 
 from airflow_mlops.deploy.base import Bento, DeployError, Deployment
 from airflow_mlops.model_files import SAFE_ENV
+from airflow_mlops.router import router_id
 from airflow_mlops.settings import Settings, get_settings
 from airflow_mlops.specs import ModelSpec
 from airflow_mlops.zones import write_text_atomic
@@ -170,8 +171,8 @@ def ensure_router(spec: ModelSpec, settings: Settings) -> dict[str, Any]:
     url = f"http://{host}:{port}"
     try:
         _wait_ready(url, proc, log_path, 60, "/-/router")
-        answering = httpx.get(f"{url}/-/router", timeout=5).json().get("state")
-        if proc.poll() is not None or answering != str(state_file(settings, spec.name)):
+        answering = httpx.get(f"{url}/-/router", timeout=5).json().get("router")
+        if proc.poll() is not None or answering != router_id(state_file(settings, spec.name)):
             raise DeployError(
                 f"port {port} answers for another router ({answering}), not this model's; stop it or set "
                 f"deploy.local.port in the spec"
