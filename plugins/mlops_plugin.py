@@ -68,8 +68,8 @@ def _reports_app() -> Any:
 
     Airflow does not authenticate plugin apps by itself: every route here depends on
     :func:`_reports_dependency`, Airflow's ``requires_access_dag`` for the runs of ``monitor_<model>``. The caller
-    is the user of the request's bearer token or, from the UI, of its session cookie; none or an invalid one
-    gets 401, a user the auth manager does not allow to read that DAG's runs 403.
+    is the user of the request's bearer token or, from the UI, of its session cookie; no credential gets 401, an
+    invalid token 403 (Airflow's answers), and so does a user the auth manager does not allow to read those runs.
     """
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse
