@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.evaluation import GateDecision, Scores, gate, score
 from airflow_mlops.model_files import DIGEST_TAG, load_trusted, model_file, trusted_types_of
-from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings
 from airflow_mlops.specs import ModelSpec, SpecFileError, load_spec
 from airflow_mlops.training import FitResult, TrainingSet, build_training_set, fit, model_input
 from airflow_mlops.zones import file_sha256
@@ -237,8 +237,14 @@ def _ref(version: ModelVersion, created: bool = False) -> ModelVersionRef:
 def git_sha() -> str:
     """The checkout's commit (``git rev-parse HEAD``), or ``unknown`` outside a git checkout."""
     try:
+        # The user's git, found on PATH, with fixed arguments.
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"]  # ruff: ignore[start-process-with-partial-path] - the user's git, found on PATH, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],  # ruff: ignore[start-process-with-partial-path]
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
