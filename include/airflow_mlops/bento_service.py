@@ -27,8 +27,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
-from airflow_mlops.body_limit import BodyLimit
-from airflow_mlops.serving import MAX_BODY_BYTES, MAX_ROWS, request_schema
+from airflow_mlops.body_limit import MAX_BODY_BYTES, BodyLimit
+from airflow_mlops.serving import MAX_ROWS, request_schema
 
 log = logging.getLogger(__name__)
 
