@@ -32,6 +32,14 @@ def _env(server: AirflowServer, password: str) -> dict[str, str]:
     return env
 
 
+def _wait_for_materialized_days(server: AirflowServer, user: str, password: str) -> None:
+    """Wait until Jan 8-12 (backfilled by the curl and Python examples) are ingested and materialized."""
+    api = AirflowApi.login(server.url, user, password)
+    api.wait_for_backfills("ingest_flights")
+    states = api.wait_for_runs("ingest_flights", date(2013, 1, 8), date(2013, 1, 12), timeout=600)
+    assert set(states.values()) == {"success"}
+
+
 @pytest.mark.integration
 def test_readme_curl_example(airflow_server: AirflowServer, airflow_user: str, airflow_password: str):
     api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
@@ -73,10 +81,7 @@ def test_readme_python_client_example(airflow_server: AirflowServer, airflow_use
 @pytest.mark.integration
 def test_readme_features_example(airflow_server: AirflowServer, airflow_user: str, airflow_password: str):
     """The SDK lookup of docs/features.md answers from the online store the DAG runs materialized."""
-    api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
-    api.wait_for_backfills("ingest_flights")
-    states = api.wait_for_runs("ingest_flights", date(2013, 1, 8), date(2013, 1, 12), timeout=600)
-    assert set(states.values()) == {"success"}
+    _wait_for_materialized_days(airflow_server, airflow_user, airflow_password)
     done = subprocess.run(
         [sys.executable, "-c", example_block("features")],
         env=_env(airflow_server, airflow_password),
@@ -134,10 +139,7 @@ def test_cli_backfill_and_ingest_example(airflow_server: AirflowServer, airflow_
 @pytest.mark.integration
 def test_feast_serve_example(airflow_server: AirflowServer, airflow_user: str, airflow_password: str):
     """docs/features.md's HTTP lookup: Feast's own feature server answers what the DAG runs materialized."""
-    api = AirflowApi.login(airflow_server.url, airflow_user, airflow_password)
-    api.wait_for_backfills("ingest_flights")
-    states = api.wait_for_runs("ingest_flights", date(2013, 1, 8), date(2013, 1, 12), timeout=600)
-    assert set(states.values()) == {"success"}
+    _wait_for_materialized_days(airflow_server, airflow_user, airflow_password)
     port = free_port()
     done = _bash("feast-serve", {**_env(airflow_server, airflow_password), "PORT": str(port)}, timeout=300)
     assert done.returncode == 0, done.stderr + done.stdout
