@@ -28,6 +28,7 @@ import httpx
 from airflow_mlops.model_files import SAFE_ENV
 from airflow_mlops.processes import free_port, stop_process_group
 from airflow_mlops.settings import Settings, get_settings
+from airflow_mlops.zones import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,8 @@ def ensure_admin_password(airflow_home: Path) -> Path:
     so into ``$MLOPS_HOME/run/airflow-<port>.log``; a password already in the file is never printed.
     """
     path = airflow_home / PASSWORD_FILE
-    airflow_home.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        partial = path.with_name(f".{path.name}.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps({ADMIN_USER: secrets.token_urlsafe(16)}) + "\n")
-        partial.replace(path)
+        write_text_atomic(json.dumps({ADMIN_USER: secrets.token_urlsafe(16)}) + "\n", path, private=True)
     path.chmod(0o600)
     return path
 

@@ -13,6 +13,10 @@ and nothing else decides what it serves. The service answers:
   behind BentoML's adaptive batching, which merges concurrent requests into one model call;
 - ``GET /livez``, ``GET /readyz`` (ready once the model is loaded and the feature store answers), ``GET /metrics``
   (Prometheus, with the prediction-log counters) from BentoML;
+- with ``MLOPS_ENDPOINT_TOKEN`` in the server's environment, every route but the health checks requires
+  ``Authorization: Bearer <token>`` (:mod:`airflow_mlops.endpoint_auth`); a server of the production profile
+  (``MLOPS_PROFILE=production``) refuses to start without one, unless the platform in front authenticates
+  (``MLOPS_ENDPOINT_AUTH=platform``, as the SageMaker target sets it);
 - SageMaker's container contract on the same bento: ``GET /ping`` and ``POST /invocations`` (the
   ``/predict`` body), served on port 8080 when ``BENTOML_PORT=8080`` (as the container image sets it).
 """
@@ -20,6 +24,7 @@ and nothing else decides what it serves. The service answers:
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
 from airflow_mlops.body_limit import MAX_BODY_BYTES, BodyLimit
+from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, BearerAuth, required_token
 from airflow_mlops.serving import MAX_ROWS, request_schema
 
 log = logging.getLogger(__name__)
@@ -136,6 +142,11 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
         def _close_log(self) -> None:
             self.log.close()
 
+    token = required_token(dict(os.environ), f"model endpoint {spec.name}")
+    if token:
+        ModelService.add_asgi_middleware(BearerAuth, token=token)  # first: nothing unauthenticated is read
+    else:
+        log.warning("%s: no %s: the endpoint answers without a token", spec.name, TOKEN_VARIABLE)
     ModelService.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return ModelService
 

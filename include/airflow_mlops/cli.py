@@ -769,7 +769,7 @@ def train(model: str, window_end: date | None, force: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def serve(model: str, port: int, host: str) -> None:
     """Serve MODEL's current @champion with BentoML in the foreground (packaging its bento first if needed)."""
-    from airflow_mlops.packaging import PackagingError, bentoml_home, package
+    from airflow_mlops.packaging import PackagingError, package
     from airflow_mlops.pipeline import PipelineError, model_spec
     from airflow_mlops.registry import RegistryError, champion
 
@@ -786,13 +786,17 @@ def serve(model: str, port: int, host: str) -> None:
             bento = package(spec, ref, settings=settings)
     except (PipelineError, RegistryError, PackagingError) as exc:
         raise click.ClickException(str(exc)) from None
-    console.print(f"Serving {model}@champion = version {ref.version} ({bento.tag}) on http://{host}:{port}")
-    console.print(f"  curl -X POST http://{host}:{port}/predict -H 'content-type: application/json' -d @request.json")
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home(settings)), "MLOPS_HOME": str(settings.home)}
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
-    from airflow_mlops.model_files import SAFE_ENV
+    from airflow_mlops.deploy.local import _server_env
 
-    env.update(SAFE_ENV)  # models load through airflow_mlops.model_files only
+    env = _server_env(settings)  # as a deployment starts it: trusted model types only, the endpoint token
+    console.print(f"Serving {model}@champion = version {ref.version} ({bento.tag}) on http://{host}:{port}")
+    where = "MLOPS_ENDPOINT_TOKEN" if settings.endpoint_token_override else f"the file {settings.endpoint_token_file}"
+    console.print(f"  requests need 'Authorization: Bearer <token>', the token in {where}; for example")
+    console.print(
+        f'  curl -X POST http://{host}:{port}/predict -H "Authorization: Bearer $TOKEN" '
+        "-H 'content-type: application/json' -d @request.json"
+    )
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
     os.execve(bentoml, [bentoml, "serve", bento.tag, "--host", host, "--port", str(port)], env)  # ruff: ignore[start-process-with-no-shell] - bentoml from this venv
 
 
@@ -850,6 +854,7 @@ def _predict(model: str, day: date, rows: int, url: str | None) -> dict[str, Any
     import pandas as pd
 
     from airflow_mlops.datasets import validated_examples
+    from airflow_mlops.endpoint_auth import auth_headers
     from airflow_mlops.pipeline import model_spec
     from airflow_mlops.serving import payload, request_schema
 
@@ -862,7 +867,7 @@ def _predict(model: str, day: date, rows: int, url: str | None) -> dict[str, Any
         raise click.ClickException(f"no validated {spec.dataset} data for {day}: {path} is missing")
     body = payload(schema, pd.read_parquet(path).head(rows))
     try:
-        response = httpx.post(f"{url}/predict", json=body, timeout=60)
+        response = httpx.post(f"{url}/predict", json=body, headers=auth_headers(settings.endpoint_token()), timeout=60)
     except httpx.HTTPError as exc:
         raise click.ClickException(f"{url}/predict unreachable: {exc}") from None
     if response.status_code != 200:

@@ -57,11 +57,14 @@ def replay(
 ) -> ReplayResult:
     """Send the examples of ``days`` to ``url/predict``, ``batch`` per request, at most ``rate`` rows/s (0: no cap).
 
+    Requests carry the settings' endpoint token (:mod:`airflow_mlops.endpoint_auth`).
+
     ``progress(done, total)`` is called after each request. Failed requests are counted (and their first errors
     kept), never fatal: replay is traffic, not a test.
     """
     import pandas as pd
 
+    from airflow_mlops.endpoint_auth import auth_headers
     from airflow_mlops.serving import payload, request_schema
 
     settings = settings or get_settings()
@@ -74,7 +77,7 @@ def replay(
     result.skipped_rows = len(examples) - len(usable)
     result.rows = len(usable)
     started = time.perf_counter()
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60, headers=auth_headers(settings.endpoint_token())) as client:
         for start in range(0, len(usable), batch):
             chunk = usable.iloc[start : start + batch]
             body = payload(schema, chunk)

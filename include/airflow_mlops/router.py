@@ -7,7 +7,10 @@ already sent to the old backend finish there, new ones go to the new backend. ``
 active backend and the requests pending per backend, which the deployer watches to stop the old server only
 once it is drained, and the router's id (:func:`router_id`, a digest of its state file: the deployer recognizes its
 own router without the router revealing a path). With no active backend the router answers 503; a request body
-over :data:`~airflow_mlops.body_limit.MAX_BODY_BYTES` gets 413 before anything is forwarded.
+over :data:`~airflow_mlops.body_limit.MAX_BODY_BYTES` gets 413 before anything is forwarded. With
+``MLOPS_ENDPOINT_TOKEN`` in its environment (always, when the local deployer starts it) the router requires
+the same bearer token as the bento servers on every route, ``/-/router`` included, except the health checks
+(:mod:`airflow_mlops.endpoint_auth`), and forwards the header to the backend, which checks it again.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_mlops.body_limit import MAX_BODY_BYTES, BodyLimit
+from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, BearerAuth, required_token
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,11 @@ class Backends:
         return self.active
 
 
-def create_app(state: Path) -> Any:
-    """The router as a Starlette app (httpx forwards, with keep-alive connections to the backends)."""
+def create_app(state: Path, token: str | None = None) -> Any:
+    """The router as a Starlette app (httpx forwards, with keep-alive connections to the backends).
+
+    ``token``: the bearer token every request but the health checks must carry (None: no authentication).
+    """
     import httpx
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -132,7 +139,8 @@ def create_app(state: Path) -> Any:
         finally:
             await client.aclose()
 
-    return BodyLimit(Starlette(routes=routes, lifespan=lifespan), max_bytes=MAX_BODY_BYTES)
+    app = BodyLimit(Starlette(routes=routes, lifespan=lifespan), max_bytes=MAX_BODY_BYTES)
+    return BearerAuth(app, token) if token else app
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,7 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("MLOPS_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
-    uvicorn.run(create_app(args.state), host=args.host, port=args.port, log_level="warning", access_log=False)
+    token = required_token(dict(os.environ), "router")
+    if token is None:
+        log.warning("router: no %s: the endpoint answers without authentication", TOKEN_VARIABLE)
+    uvicorn.run(create_app(args.state, token), host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

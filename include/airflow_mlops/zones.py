@@ -61,12 +61,18 @@ def aside(path: Path, suffix: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.{suffix}")
 
 
-def write_text_atomic(text: str, path: Path) -> None:
-    """Write ``text`` (UTF-8) next to ``path`` and rename it into place."""
+def write_text_atomic(text: str, path: Path, *, private: bool = False) -> None:
+    """Write ``text`` (UTF-8) next to ``path`` and rename it into place.
+
+    ``private``: the file is created with mode 0600 (secrets), so it is never readable by others, not even
+    for the moment before a ``chmod``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = aside(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from airflow_mlops.deploy.base import Bento
 from airflow_mlops.deploy.local import LocalTarget, alive, start_bento_server, stop_tree
 from airflow_mlops.deploy.smoke import SmokeTestFailed
 from airflow_mlops.embedded_db import ensure_started
+from airflow_mlops.endpoint_auth import AUTH_VARIABLE, TOKEN_HEADER, TOKEN_VARIABLE, auth_headers
 from airflow_mlops.features import build_features, feature_store, materialize_day, repo_config
 from airflow_mlops.packaging import package
 from airflow_mlops.pipeline import deploy_bento, prepare_training_set, smoke_and_commit
@@ -125,6 +126,11 @@ def flights_payload(frame: pd.DataFrame) -> dict:
     return payload(request_schema(load_spec(PROJECT_ROOT / "include" / "models" / f"{MODEL}.yaml")), frame)
 
 
+def auth() -> dict[str, str]:
+    """The header carrying the test home's endpoint token (generated on first use, as in any local home)."""
+    return auth_headers(load_settings().endpoint_token())
+
+
 def flights(n: int, day: date = DAY) -> pd.DataFrame:
     return pd.read_parquet(partition_path(load_settings().validated_dir, "flights", "flights", day)).head(n)
 
@@ -140,7 +146,7 @@ def test_bento_is_recorded_on_the_model_version(served: Served) -> None:
 
 def test_predict_answers_real_flights_with_the_champion_version(served: Served, server: str) -> None:
     body = flights_payload(flights(20))
-    response = httpx.post(f"{server}/predict", json=body, timeout=60)
+    response = httpx.post(f"{server}/predict", json=body, headers=auth(), timeout=60)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert len(predictions) == 20
@@ -152,14 +158,14 @@ def test_predict_answers_real_flights_with_the_champion_version(served: Served, 
 
     # Unknown entities are missing features, not errors.
     unknown = dict(body["flights"][0], carrier="ZZ", tailnum="N0NE", dest="XXX")
-    response = httpx.post(f"{server}/predict", json={"flights": [unknown]}, timeout=60)
+    response = httpx.post(f"{server}/predict", json={"flights": [unknown]}, headers=auth(), timeout=60)
     assert response.status_code == 200, response.text
     assert 0.0 <= response.json()["predictions"][0]["delay_probability"] <= 1.0
 
 
 def test_the_prediction_log_holds_inputs_features_and_version(served: Served, server: str) -> None:
     body = flights_payload(flights(5))
-    answers = httpx.post(f"{server}/predict", json=body, timeout=60).json()["predictions"]
+    answers = httpx.post(f"{server}/predict", json=body, headers=auth(), timeout=60).json()["predictions"]
     ids = {a["request_id"] for a in answers}
     deadline = time.monotonic() + 30
     logged = pd.DataFrame()
@@ -203,18 +209,18 @@ def test_malformed_requests_get_4xx_naming_the_field(
     else:
         body = change
     for route in ("/predict", "/invocations"):
-        response = httpx.post(f"{server}{route}", json=body, timeout=60)
+        response = httpx.post(f"{server}{route}", json=body, headers=auth(), timeout=60)
         assert response.status_code == status, (route, response.text)
         assert field in response.text, (route, response.text)
 
 
 def test_limits_on_batch_and_body_size(server: str) -> None:
     good = flights_payload(flights(1))["flights"][0]
-    too_many = httpx.post(f"{server}/predict", json={"flights": [good] * (MAX_ROWS + 1)}, timeout=60)
+    too_many = httpx.post(f"{server}/predict", json={"flights": [good] * (MAX_ROWS + 1)}, headers=auth(), timeout=60)
     assert too_many.status_code == 400 and "flights" in too_many.text and str(MAX_ROWS) in too_many.text
     huge = json.dumps({"flights": [good] * 20_000}).encode()
-    assert httpx.post(f"{server}/predict", content=huge, timeout=60).status_code == 413
-    garbage = httpx.post(f"{server}/predict", content=b"{not json", timeout=60)
+    assert httpx.post(f"{server}/predict", content=huge, headers=auth(), timeout=60).status_code == 413
+    garbage = httpx.post(f"{server}/predict", content=b"{not json", headers=auth(), timeout=60)
     assert garbage.status_code == 400 and "json" in garbage.text.lower()
 
 
@@ -224,11 +230,37 @@ def test_health_metrics_and_the_sagemaker_contract_on_the_same_bento(served: Ser
     ping = httpx.get(f"{server}/ping", timeout=10)
     assert ping.status_code == 200 and ping.json()["model_version"] == str(served.champion.version)
     body = flights_payload(flights(3))
-    via_sagemaker = httpx.post(f"{server}/invocations", content=json.dumps(body), timeout=60).json()["predictions"]
-    via_predict = httpx.post(f"{server}/predict", json=body, timeout=60).json()["predictions"]
+    via_sagemaker = httpx.post(f"{server}/invocations", content=json.dumps(body), headers=auth(), timeout=60).json()[
+        "predictions"
+    ]
+    via_predict = httpx.post(f"{server}/predict", json=body, headers=auth(), timeout=60).json()["predictions"]
     assert [p["delay_probability"] for p in via_sagemaker] == [p["delay_probability"] for p in via_predict]
-    metrics = httpx.get(f"{server}/metrics", timeout=10).text
+    metrics = httpx.get(f"{server}/metrics", headers=auth(), timeout=10).text
     assert "bentoml_service_request_total" in metrics and "prediction_log_records" in metrics
+
+
+def test_every_route_but_the_health_checks_requires_the_token(served: Served, server: str) -> None:
+    """The auth matrix of a bento server started as deployments start it (the local profile's token)."""
+    body = flights_payload(flights(1))
+    routes = [("POST", "/predict"), ("POST", "/predict_batch"), ("POST", "/invocations"), ("GET", "/metrics")]
+    token = served.settings.endpoint_token()
+    wrong = {"Authorization": "Bearer " + token[::-1]}
+    for method, route in routes:
+        sent = {"json": body} if method == "POST" else {}
+        missing = httpx.request(method, f"{server}{route}", timeout=60, **sent)
+        assert missing.status_code == 401, (route, missing.text)
+        assert "missing bearer token" in missing.json()["error"] and missing.headers["www-authenticate"].startswith(
+            "Bearer"
+        )
+        refused = httpx.request(method, f"{server}{route}", headers=wrong, timeout=60, **sent)
+        assert refused.status_code == 401 and refused.json() == {"error": "wrong bearer token"}, (route, refused.text)
+        for headers in (auth_headers(token), {TOKEN_HEADER: token}):
+            answered = httpx.request(method, f"{server}{route}", headers=headers, timeout=60, **sent)
+            assert answered.status_code == 200, (route, headers.keys(), answered.text)
+    for route in ("/livez", "/readyz", "/ping"):
+        assert httpx.get(f"{server}{route}", timeout=10).status_code == 200, route
+    # An unauthenticated body is never read: even one past the size limit gets 401, not 413.
+    assert httpx.post(f"{server}/predict", content=b"x" * 2_000_000, timeout=60).status_code == 401
 
 
 def test_exported_bento_runs_its_container_entrypoint_on_8080(served: Served, tmp_path: Path) -> None:
@@ -250,7 +282,10 @@ def test_exported_bento_runs_its_container_entrypoint_on_8080(served: Served, tm
         except httpx.HTTPError:
             pass
     # The container runs with MLOPS_PROFILE=production; here the test home's local stores stand in for them.
+    # MLOPS_ENDPOINT_AUTH=platform, as the SageMaker target sets it: AWS authenticates InvokeEndpoint.
     env.update(envs, BENTO_PATH=str(bento_path), MLOPS_PROFILE="local", BENTOML_PORT=str(port))
+    env.pop(TOKEN_VARIABLE, None)
+    env[AUTH_VARIABLE] = "platform"
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the image's ENV PATH=/app/.venv/bin:$PATH
     log_path = tmp_path / "container.log"
     with log_path.open("wb") as out:
@@ -274,6 +309,7 @@ def test_exported_bento_runs_its_container_entrypoint_on_8080(served: Served, tm
                 time.sleep(0.5)
         else:
             pytest.fail(f"/ping never answered: {log_path.read_text()[-3000:]}")
+        # No token: SageMaker's runtime calls the container unauthenticated (IAM checked InvokeEndpoint before).
         answer = httpx.post(f"{url}/invocations", content=json.dumps(flights_payload(flights(2))), timeout=60)
         assert answer.status_code == 200, answer.text
         assert [p["model_version"] for p in answer.json()["predictions"]] == [served.champion.version] * 2
@@ -282,7 +318,7 @@ def test_exported_bento_runs_its_container_entrypoint_on_8080(served: Served, tm
 
 
 def _steady_load(url: str, body: dict, stop: threading.Event, seen: Counter, errors: list[str]) -> None:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=auth()) as client:
         while not stop.is_set():
             try:
                 response = client.post(f"{url}/predict", json=body)
@@ -334,7 +370,7 @@ def test_local_switch_loses_no_request_and_a_failed_smoke_test_rolls_back(served
         smoke_and_commit(MODEL, staged, served.prepared, settings=settings)
     assert f"not from version {second.ref.version}" in str(failure.value)
     assert not alive(staged_pid)
-    after = httpx.post(f"{url}/predict", json=body, timeout=60)
+    after = httpx.post(f"{url}/predict", json=body, headers=auth(), timeout=60)
     assert after.status_code == 200 and after.json()["predictions"][0]["model_version"] == second.ref.version
     assert registry.champion(served.spec, settings) == champion_before
     assert LocalTarget(settings).name == "local"
@@ -346,11 +382,20 @@ def test_readme_endpoint_examples_run_verbatim(server: str) -> None:
     from tests.doc_examples import example_block
 
     env = {**os.environ, "ENDPOINT": server, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    curl = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", example_block("predict-curl")], env=env, capture_output=True, text=True
-    )
+    env.pop("MLOPS_ENDPOINT_TOKEN", None)
+    # The page's token line, then its curl: the token read from the home's file, as a user does.
+    script = example_block("endpoint-token") + "\n" + example_block("predict-curl")
+    curl = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True)
     assert curl.returncode == 0, curl.stderr
     assert json.loads(curl.stdout)["predictions"][0]["model_version"] >= 1
+    without = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", example_block("predict-curl")],
+        env={**env, "MLOPS_ENDPOINT_TOKEN": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert without.returncode == 22, without  # curl -f: the server answered 401
+    env["MLOPS_ENDPOINT_TOKEN"] = load_settings().endpoint_token()
     python = subprocess.run(
         [sys.executable, "-c", example_block("predict-python")], env=env, capture_output=True, text=True, timeout=120
     )
@@ -446,7 +491,7 @@ def _bodies(settings: Settings, days: list[date]) -> list[dict]:
 
 def _timed_load(url: str, bodies: list[dict], stop: threading.Event, answers: list[Answer]) -> None:
     """One client sending the bodies in turn, back to back, until ``stop``; every answer is recorded."""
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=auth()) as client:
         n = 0
         while not stop.is_set():
             started = time.monotonic()
@@ -490,7 +535,9 @@ def test_predict_answers_while_days_are_materialized(served: Served, server: str
     for day in NEW_DAYS:
         build_features("flights", day, settings=settings)
     bodies = _bodies(settings, [DAYS[-2], WINDOW_END, *NEW_DAYS])
-    warm = httpx.post(f"{server}/predict", json=bodies[0], timeout=60)  # the server's first lookup is slower
+    warm = httpx.post(
+        f"{server}/predict", json=bodies[0], headers=auth(), timeout=60
+    )  # the server's first lookup is slower
     assert warm.status_code == 200, warm.text
 
     answers: list[Answer] = []
@@ -550,5 +597,5 @@ def test_cli_train_runs_every_stage_and_moves_the_champion_once_the_version_serv
     assert champion is not None and before is not None and champion.version > before.version
     assert f"version {champion.version}: promoted to @champion, serving at http://127.0.0.1:" in result.output
     url = f"http://127.0.0.1:{served.spec.deploy.local.port}"
-    answer = httpx.post(f"{url}/predict", json=flights_payload(flights(1)), timeout=60)
+    answer = httpx.post(f"{url}/predict", json=flights_payload(flights(1)), headers=auth(), timeout=60)
     assert answer.status_code == 200 and answer.json()["predictions"][0]["model_version"] == champion.version

@@ -34,6 +34,7 @@ import pytest
 from airflow_mlops.deploy.base import Bento, DeployError
 from airflow_mlops.deploy.kubernetes import KUBERNETES_VERSION, KubernetesTarget, rollout_state
 from airflow_mlops.deploy.targets import get_target
+from airflow_mlops.settings import load_settings
 from airflow_mlops.specs import ModelSpec, load_spec
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "include" / "models" / "flight_delay.yaml"
@@ -44,6 +45,8 @@ SERVICES = f"/api/v1/namespaces/{NS}/services"
 HPAS = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers"
 PDBS = f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"
 NETPOLS = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
+SECRETS = f"/api/v1/namespaces/{NS}/secrets"
+TOKEN_SECRET = f"{NAME}-endpoint-token"
 REPOSITORY = "registry.example.com/mlops/flight-delay"
 
 
@@ -60,6 +63,7 @@ class Recorded:
     query: str
     content_type: str
     body: Any
+    endpoint_token: str | None = None  #: the ``X-Endpoint-Token`` header (the model endpoint's token)
 
 
 def _merge(target: Any, patch: Any) -> Any:
@@ -114,9 +118,17 @@ class FakeApiServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def calls(self, *, skip_status: bool = False) -> list[tuple[str, str]]:
-        """``(method, path)`` of every request, in order."""
-        return [(r.method, r.path) for r in self.requests if not (skip_status and r.path.endswith("/status"))]
+    def calls(self, *, skip_status: bool = False, secrets: bool = False) -> list[tuple[str, str]]:
+        """``(method, path)`` of every request, in order (those on Secrets only with ``secrets``)."""
+        return [
+            (r.method, r.path)
+            for r in self.requests
+            if not (skip_status and r.path.endswith("/status")) and (secrets or not r.path.startswith(SECRETS))
+        ]
+
+    def workloads(self) -> dict[str, Any]:
+        """The objects but the endpoint token's Secret, which outlives every deployment (kept on undo)."""
+        return {path: obj for path, obj in self.objects.items() if not path.startswith(SECRETS)}
 
     def bodies(self, method: str, path: str) -> list[Any]:
         return [r.body for r in self.requests if r.method == method and r.path == path]
@@ -202,7 +214,15 @@ class _Handler(BaseHTTPRequestHandler):
         server = self.server
         with server.lock:
             server.requests.append(
-                Recorded(self.command, path, parts.path, parts.query, self.headers.get("Content-Type", ""), body)
+                Recorded(
+                    self.command,
+                    path,
+                    parts.path,
+                    parts.query,
+                    self.headers.get("Content-Type", ""),
+                    body,
+                    self.headers.get("X-Endpoint-Token"),
+                )
             )
             if self.headers.get("Authorization") != "Bearer fake-cluster-token":
                 return self._answer(401, _status(401, "Unauthorized", "no bearer token"))
@@ -389,8 +409,10 @@ def test_pods_run_hardened(spec: ModelSpec) -> None:
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts == {"tmp": "/tmp", "state": "/var/lib/mlops"}
     assert pod["volumes"] == [{"name": name, "emptyDir": {}} for name in mounts]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["MLOPS_HOME"] == "/var/lib/mlops" and env["TMPDIR"] == "/tmp"
+    # The endpoint token from its Secret, never written into the manifest.
+    assert env["MLOPS_ENDPOINT_TOKEN"] == {"secretKeyRef": {"name": TOKEN_SECRET, "key": "token"}}
 
 
 def test_render_follows_the_spec_settings(spec: ModelSpec) -> None:
@@ -490,7 +512,9 @@ def test_first_deploy_creates_everything_then_invoke_and_commit(
     bento = make_bento(3)
     deployment = target.deploy(spec, bento)
 
-    assert api_server.calls() == [
+    assert api_server.calls(secrets=True) == [
+        ("GET", f"{SECRETS}/{TOKEN_SECRET}"),
+        ("POST", SECRETS),
         ("GET", f"{DEPLOYMENTS}/{NAME}"),
         ("POST", DEPLOYMENTS),
         ("GET", f"{SERVICES}/{NAME}"),
@@ -506,8 +530,11 @@ def test_first_deploy_creates_everything_then_invoke_and_commit(
     ]
     # What was created is exactly what was rendered and validated.
     rendered = target.render(spec, bento)
-    created = [r.body for r in api_server.requests if r.method == "POST"]
+    secret, *created = [r.body for r in api_server.requests if r.method == "POST"]
     assert created == rendered
+    token = load_settings().endpoint_token()
+    assert secret["metadata"]["name"] == TOKEN_SECRET and secret["stringData"] == {"token": token}
+    assert token not in json.dumps(rendered) and token not in json.dumps(deployment.to_dict())
     assert all("fieldManager=airflow-mlops" in r.query for r in api_server.requests if r.method == "POST")
     assert api_server.image() == "flight_delay:v3abcd"
 
@@ -522,7 +549,9 @@ def test_first_deploy_creates_everything_then_invoke_and_commit(
         "NetworkPolicy",
     ]
     assert deployment.details["namespace"] == NS
-    assert [(c["verb"], c["kind"]) for c in deployment.details["calls"]][:2] == [
+    assert [(c["verb"], c["kind"]) for c in deployment.details["calls"]][:4] == [
+        ("read", "Secret"),
+        ("create", "Secret"),
         ("read", "Deployment"),
         ("create", "Deployment"),
     ]
@@ -535,6 +564,7 @@ def test_first_deploy_creates_everything_then_invoke_and_commit(
     assert (proxied.method, proxied.path) == ("POST", f"{SERVICES}/{NAME}:http/proxy/predict")
     assert proxied.content_type == "application/json"
     assert proxied.body == payload
+    assert proxied.endpoint_token == token  # the API server keeps `Authorization` for itself
 
     committed = target.commit(deployment)
     commit_call = api_server.requests[-1]
@@ -558,6 +588,10 @@ def test_update_patches_and_rollback_restores_the_previous_template(
 
     staged = target.deploy(with_k8s(spec, max_replicas=8), make_bento(4))
 
+    # The token's Secret exists: read, kept as it is (an operator may have set or rotated it).
+    assert [c for c in api_server.calls(secrets=True) if c[1].startswith(SECRETS)] == [
+        ("GET", f"{SECRETS}/{TOKEN_SECRET}")
+    ]
     assert api_server.calls(skip_status=True) == [
         ("GET", f"{DEPLOYMENTS}/{NAME}"),
         ("PATCH", f"{DEPLOYMENTS}/{NAME}"),
@@ -644,7 +678,7 @@ def test_failed_first_rollout_deletes_what_it_created(
         ("DELETE", f"{SERVICES}/{NAME}"),
         ("DELETE", f"{DEPLOYMENTS}/{NAME}"),
     ]
-    assert api_server.objects == {}
+    assert api_server.workloads() == {}
 
 
 def test_rollout_that_never_finishes_times_out(
@@ -653,7 +687,7 @@ def test_rollout_that_never_finishes_times_out(
     api_server.stuck_images.add("flight_delay:v3abcd")
     with pytest.raises(DeployError, match=r"not finished after 1 s: 1 of 2 replicas updated"):
         target.deploy(with_k8s(spec, rollout_timeout_seconds=1), make_bento(3))
-    assert api_server.objects == {}
+    assert api_server.workloads() == {}
 
 
 def test_rollback_of_a_first_deployment_deletes_it(
@@ -670,7 +704,7 @@ def test_rollback_of_a_first_deployment_deletes_it(
         ("DELETE", f"{DEPLOYMENTS}/{NAME}"),
     ]
     assert all("propagationPolicy=Background" in r.query for r in api_server.requests)
-    assert api_server.objects == {}
+    assert api_server.workloads() == {}
     target.rollback(staged)  # again: everything is already gone, nothing fails
 
 
@@ -684,7 +718,7 @@ def test_api_error_names_the_call_and_undoes_what_was_done(
     assert "create HorizontalPodAutoscaler mlops/flight-delay failed: HTTP 403" in message
     assert f'cannot post "{HPAS}"' in message
     assert "deleted Service, deleted Deployment" in message
-    assert api_server.objects == {}
+    assert api_server.workloads() == {}
 
 
 def test_invalid_manifest_never_reaches_the_api_server(

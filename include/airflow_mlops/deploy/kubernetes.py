@@ -12,6 +12,12 @@
 * ``policy/v1 PodDisruptionBudget``: at most one pod down during voluntary disruptions;
 * ``networking.k8s.io/v1 NetworkPolicy``: the pods admit ingress on their ``http`` port only.
 
+The pods require the endpoint token (:mod:`airflow_mlops.endpoint_auth`): ``MLOPS_ENDPOINT_TOKEN`` comes from the
+Secret ``<name>-endpoint-token`` (:func:`token_secret_name`), which :meth:`~KubernetesTarget.deploy` creates from
+the settings' token when it does not exist (an existing Secret is the operator's and is kept). The smoke call
+goes through the API server's service proxy, which keeps ``Authorization`` for itself, so it sends the token in
+``X-Endpoint-Token``.
+
 The pods run hardened: as the image's non-root user (BentoML's ``bentoml``, uid :data:`BENTO_UID`), with a
 read-only root filesystem (``/tmp`` and ``MLOPS_HOME`` are ``emptyDir`` volumes), every capability dropped, no
 privilege escalation, the runtime's default seccomp profile and no service-account token.
@@ -42,6 +48,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.deploy.base import Bento, DeployError, Deployment
+from airflow_mlops.endpoint_auth import TOKEN_HEADER, TOKEN_VARIABLE
+from airflow_mlops.settings import get_settings
 from airflow_mlops.specs import ModelSpec
 
 if TYPE_CHECKING:
@@ -65,6 +73,8 @@ WRITABLE = {"tmp": "/tmp", "state": "/var/lib/mlops"}  # ruff: ignore[hardcoded-
 ANNOTATION_PREFIX = "mlops/"
 #: ``fieldManager`` recorded by the API server for every write of this target.
 FIELD_MANAGER = "airflow-mlops"
+#: The key of the endpoint token in its Secret (:func:`token_secret_name`).
+TOKEN_KEY = "token"  # ruff: ignore[hardcoded-password-string] - a key name
 #: Order in which the manifests are rendered, applied and (reversed) undone.
 KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy")
 
@@ -77,6 +87,7 @@ _APIS: dict[str, tuple[str, str]] = {
     "HorizontalPodAutoscaler": ("AutoscalingV2Api", "namespaced_horizontal_pod_autoscaler"),
     "PodDisruptionBudget": ("PolicyV1Api", "namespaced_pod_disruption_budget"),
     "NetworkPolicy": ("NetworkingV1Api", "namespaced_network_policy"),
+    "Secret": ("CoreV1Api", "namespaced_secret"),
 }
 _MERGE_PATCH = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
@@ -88,6 +99,11 @@ def resource_name(spec: ModelSpec) -> str:
     if len(name) > 63 or not _DNS_LABEL.match(name):
         raise DeployError(f"kubernetes: {name!r} (from model {spec.name!r}) is not a valid DNS-1035 label")
     return name
+
+
+def token_secret_name(spec: ModelSpec) -> str:
+    """The Secret holding the endpoint token the pods require (key :data:`TOKEN_KEY`)."""
+    return f"{resource_name(spec)}-endpoint-token"
 
 
 def image_for(spec: ModelSpec, bento: Bento) -> str:
@@ -263,6 +279,10 @@ class KubernetesTarget:
                 {"name": "BENTOML_PORT", "value": str(CONTAINER_PORT)},
                 {"name": "MLOPS_HOME", "value": WRITABLE["state"]},
                 {"name": "TMPDIR", "value": WRITABLE["tmp"]},
+                {
+                    "name": TOKEN_VARIABLE,
+                    "valueFrom": {"secretKeyRef": {"name": token_secret_name(spec), "key": TOKEN_KEY}},
+                },
             ],
             "volumeMounts": [{"name": volume, "mountPath": path} for volume, path in WRITABLE.items()],
             "resources": {
@@ -396,6 +416,7 @@ class KubernetesTarget:
         name = resource_name(spec)
         timeout = settings.rollout_timeout_seconds
         cluster = _Cluster.connect(settings.kubernetes_conn_id, settings.namespace)
+        self._ensure_token_secret(cluster, spec)
         created: list[str] = []
         previous: dict[str, Any] | None = None  # the Deployment serving now, None on a first deployment
         previous_specs: dict[str, Any] = {}  # spec of each other object this deployment patches
@@ -457,7 +478,12 @@ class KubernetesTarget:
                 "/api/v1/namespaces/{namespace}/services/{name}/proxy/{path}",
                 "POST",
                 path_params={"namespace": namespace, "name": f"{service}:{PORT_NAME}", "path": "predict"},
-                header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                # The API server consumes `Authorization` (its own bearer token): the endpoint's goes in its header.
+                header_params={
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    TOKEN_HEADER: get_settings().endpoint_token(),
+                },
                 body=payload,
                 auth_settings=["BearerToken"],
                 response_types_map={},
@@ -480,6 +506,31 @@ class KubernetesTarget:
         if not isinstance(answer, dict):
             raise DeployError(f"kubernetes: Service {namespace}/{service} /predict answered {type(answer).__name__}")
         return answer
+
+    @staticmethod
+    def _ensure_token_secret(cluster: _Cluster, spec: ModelSpec) -> None:
+        """Create the endpoint token's Secret from the settings' token unless it exists (an existing one is kept).
+
+        The pods read it as ``MLOPS_ENDPOINT_TOKEN``; rotating the token is replacing the Secret's value and
+        restarting the pods (``kubectl rollout restart``), and setting the same value where the clients run.
+        """
+        name = token_secret_name(spec)
+        if cluster.read("Secret", name) is not None:
+            return
+        cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": name,
+                    "namespace": cluster.namespace,
+                    "labels": {"model": spec.name, "app.kubernetes.io/managed-by": FIELD_MANAGER},
+                },
+                "type": "Opaque",
+                "stringData": {TOKEN_KEY: get_settings().endpoint_token()},
+            }
+        )
+        log.info("kubernetes: created Secret %s/%s with the endpoint token", cluster.namespace, name)
 
     def commit(self, deployment: Deployment) -> Deployment:
         """The rolling update already moved traffic: annotate the Deployment with the committed version."""

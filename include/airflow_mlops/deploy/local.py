@@ -12,7 +12,9 @@ The stable URL (``http://127.0.0.1:<deploy.local.port>``, 3000 by default) is th
    :meth:`LocalTarget.rollback` stops the new server instead; the old one never stopped serving.
 
 Servers run in their own sessions, so they outlive the Airflow task that started them; ``airflow-mlops
-endpoint status|stop`` shows and stops them.
+endpoint status|stop`` shows and stops them. Router and servers require the settings' endpoint token
+(:meth:`~airflow_mlops.settings.Settings.endpoint_token`, see :mod:`airflow_mlops.endpoint_auth`), which every
+call made here sends.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import httpx
 
 from airflow_mlops.deploy.base import Bento, DeployError, Deployment
+from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, auth_headers
 from airflow_mlops.model_files import SAFE_ENV
 from airflow_mlops.router import router_id
 from airflow_mlops.settings import Settings, get_settings
@@ -94,6 +97,7 @@ def stop_tree(pid: int, timeout: float = 30.0) -> None:
 
 
 def _server_env(settings: Settings) -> dict[str, str]:
+    """The environment of a bento server or router started here (also ``airflow-mlops serve``)."""
     from airflow_mlops.packaging import bentoml_home
 
     env = dict(os.environ)
@@ -103,6 +107,7 @@ def _server_env(settings: Settings) -> dict[str, str]:
     env.setdefault("OMP_NUM_THREADS", "1")  # as the bento's container sets it
     env.update(SAFE_ENV)  # as the bento's container sets it: models load through airflow_mlops.model_files only
     env.pop("BENTOML_PORT", None)
+    env[TOKEN_VARIABLE] = settings.endpoint_token()
     return env
 
 
@@ -121,7 +126,9 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float, path: str) -> None:
+def _wait_ready(
+    url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float, path: str, headers: dict[str, str]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -129,7 +136,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout
                 f"server for {url} exited with code {proc.returncode}; log {log_path}:\n{_tail(log_path)}"
             )
         try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
+            if httpx.get(url + path, headers=headers, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -148,7 +155,7 @@ def start_bento_server(bento_tag: str, port: int, settings: Settings, *, name: s
     proc = _spawn(args, log_path, _server_env(settings))
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc, log_path, READY_TIMEOUT, "/readyz")
+        _wait_ready(url, proc, log_path, READY_TIMEOUT, "/readyz", {})
     except DeployError:
         stop_tree(proc.pid)
         raise
@@ -169,9 +176,10 @@ def ensure_router(spec: ModelSpec, settings: Settings) -> dict[str, Any]:
     args = [sys.executable, "-m", "airflow_mlops.router", "--state", str(state_file(settings, spec.name))]
     proc = _spawn([*args, "--host", host, "--port", str(port)], log_path, _server_env(settings))
     url = f"http://{host}:{port}"
+    headers = auth_headers(settings.endpoint_token())
     try:
-        _wait_ready(url, proc, log_path, 60, "/-/router")
-        answering = httpx.get(f"{url}/-/router", timeout=5).json().get("router")
+        _wait_ready(url, proc, log_path, 60, "/-/router", headers)
+        answering = httpx.get(f"{url}/-/router", headers=headers, timeout=5).json().get("router")
         if proc.poll() is not None or answering != router_id(state_file(settings, spec.name)):
             raise DeployError(
                 f"port {port} answers for another router ({answering}), not this model's; stop it or set "
@@ -199,6 +207,7 @@ class LocalTarget:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
+        self.headers = auth_headers(self.settings.endpoint_token())
 
     def deploy(self, spec: ModelSpec, bento: Bento) -> Deployment:
         router = ensure_router(spec, self.settings)
@@ -218,7 +227,7 @@ class LocalTarget:
         )
 
     def invoke(self, deployment: Deployment, payload: dict[str, Any]) -> dict[str, Any]:
-        response = httpx.post(f"{deployment.endpoint}/predict", json=payload, timeout=60)
+        response = httpx.post(f"{deployment.endpoint}/predict", json=payload, headers=self.headers, timeout=60)
         if response.status_code != 200:
             raise DeployError(
                 f"POST {deployment.endpoint}/predict answered {response.status_code}: {response.text[:300]}"
@@ -258,9 +267,11 @@ class LocalTarget:
             "%s: rolled back version %s; %s keeps serving", deployment.model, deployment.version, state.get("active")
         )
 
-    @staticmethod
-    def _router_status(router_url: str) -> dict[str, Any]:
-        return httpx.get(f"{router_url}/-/router", timeout=5).json()
+    def _router_status(self, router_url: str) -> dict[str, Any]:
+        response = httpx.get(f"{router_url}/-/router", headers=self.headers, timeout=5)
+        if response.status_code != 200:
+            raise DeployError(f"GET {router_url}/-/router answered {response.status_code}: {response.text[:300]}")
+        return response.json()
 
     def _wait_switched(self, router_url: str, url: str) -> None:
         deadline = time.monotonic() + 30

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.deploy.base import Bento, DeployError, Deployment
+from airflow_mlops.endpoint_auth import AUTH_VARIABLE
 from airflow_mlops.specs import ModelSpec, SageMakerDeploy
 
 if TYPE_CHECKING:
@@ -473,7 +474,12 @@ class SageMakerTarget:
                 "PrimaryContainer": {
                     "Image": image,
                     "Mode": "SingleModel",
-                    "Environment": {"MLOPS_PROFILE": "production", "BENTOML_PORT": str(CONTAINER_PORT)},
+                    "Environment": {
+                        "MLOPS_PROFILE": "production",
+                        "BENTOML_PORT": str(CONTAINER_PORT),
+                        # InvokeEndpoint is authenticated by IAM; the runtime calls the container without a token.
+                        AUTH_VARIABLE: "platform",
+                    },
                 },
                 "Tags": self._tags(deployment),
             }
