@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from airflow_mlops.settings import DATABASE_VARIABLES, SettingsError, get_settings, mask_url
+from airflow_mlops.settings import DATABASE_VARIABLES, Settings, SettingsError, get_settings, mask_url
 
 console = Console(stderr=True)
 
@@ -689,6 +689,11 @@ def _demo_summary(api: Any, server: Any, settings: Any, model: str, day: date) -
     return all_counts
 
 
+def _token_source(settings: Settings) -> str:
+    """Where the endpoint token comes from, for messages (never the token itself)."""
+    return "MLOPS_ENDPOINT_TOKEN" if settings.endpoint_token_override else str(settings.endpoint_token_file)
+
+
 def _show_predictions(model: str, day: date) -> None:
     """Send a few real examples of ``day`` to the deployed endpoint and print the answers."""
     try:
@@ -697,6 +702,7 @@ def _show_predictions(model: str, day: date) -> None:
         console.print(f"Endpoint       not answering: {exc.message}")
         return
     console.print(f'Endpoint       {answer["url"]}  (POST {{"{answer["collection"]}": [...]}})')
+    console.print(f"               with 'Authorization: Bearer <token>', the token in {_token_source(get_settings())}")
     for p in answer["predictions"]:
         console.print(f"  {p['row']}: {p['answer']}")
 
@@ -790,10 +796,11 @@ def serve(model: str, port: int, host: str) -> None:
 
     env = _server_env(settings)  # as a deployment starts it: trusted model types only, the endpoint token
     console.print(f"Serving {model}@champion = version {ref.version} ({bento.tag}) on http://{host}:{port}")
-    where = "MLOPS_ENDPOINT_TOKEN" if settings.endpoint_token_override else f"the file {settings.endpoint_token_file}"
-    console.print(f"  requests need 'Authorization: Bearer <token>', the token in {where}; for example")
     console.print(
-        f'  curl -X POST http://{host}:{port}/predict -H "Authorization: Bearer $TOKEN" '
+        f"  requests need 'Authorization: Bearer <token>', the token in {_token_source(settings)}; for example"
+    )
+    console.print(
+        f'  curl -X POST http://{host}:{port}/predict -H "Authorization: Bearer $MLOPS_ENDPOINT_TOKEN" '
         "-H 'content-type: application/json' -d @request.json"
     )
     bentoml = str(Path(sys.executable).with_name("bentoml"))

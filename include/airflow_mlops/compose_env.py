@@ -37,6 +37,7 @@ SECRETS: dict[str, Callable[[], str]] = {
     "AIRFLOW_FERNET_KEY": _fernet_key,  # encrypts connections and variables in the metadata database
     "POSTGRES_PASSWORD": _token,  # the metadata database's user `airflow`
     "REDIS_PASSWORD": _token,  # the Celery broker
+    "MLOPS_ENDPOINT_TOKEN": _token,  # the model endpoints' bearer token (airflow_mlops.endpoint_auth)
 }
 
 

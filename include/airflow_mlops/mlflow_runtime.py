@@ -5,8 +5,14 @@ loopback port: backend store from the settings (the ``mlflow`` database of the e
 ``local`` profile, or a PostgreSQL URL given for ``production``), artifacts proxied by the server
 (``--serve-artifacts``) into ``$MLOPS_HOME/mlflow/artifacts``, Host header checked against the loopback
 names of its port, job execution off (it would start a Huey consumer and about 2 GB of workers).
-:func:`stop_mlflow` stops it by its process id. The CLI's ``airflow-mlops mlflow start|stop``
-(:data:`mlflow_group`), the demo and the tests share this code.
+With ``auth`` (the production profile's default) it runs MLflow's basic-auth app (``--app-name basic-auth``):
+every request but ``/health`` needs HTTP basic credentials, the user ``admin`` is created on first start with
+:meth:`~airflow_mlops.settings.Settings.mlflow_admin_password` (handed to the server in its environment, never
+on the command line or in a file of ours), the user store is ``$MLOPS_HOME/mlflow/basic_auth.db``, the
+configuration ``$MLOPS_HOME/secrets/mlflow-auth.ini`` (mode 0600), and CORS admits only the server's own
+loopback origins. Clients authenticate with MLflow's ``MLFLOW_TRACKING_USERNAME`` and
+``MLFLOW_TRACKING_PASSWORD``. :func:`stop_mlflow` stops it by its process id. The CLI's ``airflow-mlops mlflow
+start|stop`` (:data:`mlflow_group`), the demo and the tests share this code.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import httpx
 
 from airflow_mlops.model_files import SAFE_ENV
 from airflow_mlops.processes import free_port, port_in_use, stop_process_group
-from airflow_mlops.settings import Settings, SettingsError, get_settings, mask_url
+from airflow_mlops.settings import Profile, Settings, SettingsError, get_settings, mask_url
+from airflow_mlops.zones import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,10 @@ DEFAULT_PORT = 5000
 SUPPORTED_ENGINES = ("postgresql", "mysql", "mssql")
 #: Environment of the server processes: no job executor (Huey consumer and its workers, ~2 GB).
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+#: The basic-auth app's administrator (MLflow's ``admin_username``), created on the server's first start.
+AUTH_ADMIN = "admin"
+#: What an authenticated user may do where no permission was granted (MLflow's ``default_permission``).
+AUTH_DEFAULT_PERMISSION = "READ"
 #: How many lines of the server log an error message quotes.
 LOG_TAIL_LINES = 25
 
@@ -59,6 +70,8 @@ class MlflowServer:
     log_path: Path
     backend_uri: str
     artifacts: str
+    #: Whether the server runs MLflow's basic-auth app (requests need credentials).
+    auth: bool = False
 
 
 def default_backend_uri(settings: Settings) -> str:
@@ -164,8 +177,11 @@ def server_command(
     *,
     workers: int = 1,
     extra_hosts: tuple[str, ...] = (),
+    auth: bool = False,
 ) -> list[str]:
     """The ``mlflow server`` command line (without the environment; see :func:`server_env`).
+
+    ``auth``: MLflow's basic-auth app, with CORS admitting the server's own loopback origins only.
 
     A backend URI that carries a password stays off the command line (``ps`` shows it to every user): it
     goes to the server through ``MLFLOW_BACKEND_STORE_URI`` instead (see :func:`server_env`).
@@ -188,7 +204,38 @@ def server_command(
         "--allowed-hosts",
         ",".join(allowed_hosts(port, extra_hosts)),
     ]
+    if auth:
+        origins = ",".join(f"http://{host}" for host in allowed_hosts(port))
+        command += ["--app-name", "basic-auth", "--cors-allowed-origins", origins]
     return command
+
+
+def auth_env(settings: Settings) -> dict[str, str]:
+    """The basic-auth app's environment: its configuration file (written here, 0600), the admin password and
+    the key signing its CSRF tokens.
+
+    The file names the user store (``$MLOPS_HOME/mlflow/basic_auth.db``) and the admin's name; the password
+    goes in ``MLFLOW_AUTH_ADMIN_PASSWORD``, which MLflow reads when it creates the admin on the first start.
+    """
+    try:
+        secrets = {
+            "MLFLOW_AUTH_ADMIN_PASSWORD": settings.mlflow_admin_password(),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": settings.mlflow_secret_key(),
+        }
+    except SettingsError as exc:
+        raise MlflowRuntimeError(f"MLflow's basic-auth app: {exc}") from None
+    store = settings.home / "mlflow" / "basic_auth.db"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    config = settings.secrets_dir / "mlflow-auth.ini"
+    text = (
+        "[mlflow]\n"
+        f"default_permission = {AUTH_DEFAULT_PERMISSION}\n"
+        f"database_uri = sqlite:///{store}\n"
+        f"admin_username = {AUTH_ADMIN}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    write_text_atomic(text, config, private=True)
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), **secrets}
 
 
 def server_env(backend_uri: str, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -230,6 +277,7 @@ def running_mlflow(settings: Settings | None = None) -> MlflowServer | None:
             log_path=Path(info["log_path"]),
             backend_uri=info["backend_uri"],
             artifacts=info["artifacts"],
+            auth=bool(info.get("auth", False)),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -242,8 +290,11 @@ def start_mlflow(
     artifacts: str | Path | None = None,
     timeout: float = 120,
     extra_hosts: tuple[str, ...] = (),
+    auth: bool | None = None,
 ) -> MlflowServer:
     """Start ``mlflow server`` on ``127.0.0.1:port`` and wait until ``GET /health`` answers.
+
+    ``auth`` (default: on in the production profile) runs MLflow's basic-auth app (see the module doc).
 
     ``backend_uri`` defaults to :func:`default_backend_uri` (started first if it is the embedded database),
     ``artifacts`` (an
@@ -256,6 +307,8 @@ def start_mlflow(
     from airflow_mlops.embedded_db import ensure_started
 
     settings = settings or get_settings()
+    if auth is None:
+        auth = settings.profile == Profile.PRODUCTION
     if backend_uri is not None:
         backend_uri = check_backend_uri(backend_uri)
     port = port or free_port()
@@ -278,12 +331,15 @@ def start_mlflow(
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.run_dir / f"mlflow-{port}.log"
-    command = server_command(port, backend_uri, artifacts, extra_hosts=extra_hosts)
+    command = server_command(port, backend_uri, artifacts, extra_hosts=extra_hosts, auth=auth)
+    env = server_env(backend_uri)
+    if auth:
+        env.update(auth_env(settings))
     log.info("starting MLflow: %s", shlex.join(command))
     with log_path.open("ab") as out:
         proc = subprocess.Popen(  # ruff: ignore[subprocess-without-shell-equals-true] - mlflow from this venv, arguments built here
             command,
-            env=server_env(backend_uri),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -295,6 +351,7 @@ def start_mlflow(
         log_path=log_path,
         backend_uri=mask_url(backend_uri),
         artifacts=str(artifacts),
+        auth=auth,
     )
     pid_file = _pid_file(settings)
     pid_file.write_text(json.dumps({**asdict(server), "log_path": str(log_path)}))
@@ -359,7 +416,12 @@ def mlflow_group() -> None:
     default=None,
     help="database URL of the store (default: the mlflow database of the embedded PostgreSQL of MLOPS_HOME)",
 )
-def mlflow_start(port: int, backend_uri: str | None) -> None:
+@click.option(
+    "--auth/--no-auth",
+    default=None,
+    help="MLflow's basic-auth app (default: on in the production profile, off in the local one)",
+)
+def mlflow_start(port: int, backend_uri: str | None, auth: bool | None) -> None:
     """Start `mlflow server` in the background with proxied artifacts under MLOPS_HOME."""
     settings = _settings()
     server = running_mlflow(settings)
@@ -372,7 +434,7 @@ def mlflow_start(port: int, backend_uri: str | None) -> None:
         port = new_port
     click.echo(f"Starting MLflow on http://127.0.0.1:{port} ...", err=True)
     try:
-        server = start_mlflow(port, settings, backend_uri=backend_uri)
+        server = start_mlflow(port, settings, backend_uri=backend_uri, auth=auth)
     except MlflowRuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
@@ -381,6 +443,17 @@ def mlflow_start(port: int, backend_uri: str | None) -> None:
         err=True,
     )
     click.echo(f"Clients: export MLFLOW_TRACKING_URI={server.url}", err=True)
+    if server.auth:
+        where = (
+            "MLOPS_MLFLOW_ADMIN_PASSWORD"
+            if settings.mlflow_admin_password_override
+            else str(settings.secrets_dir / "mlflow-admin-password")
+        )
+        click.echo(
+            f"Basic auth is on: export MLFLOW_TRACKING_USERNAME={AUTH_ADMIN} and MLFLOW_TRACKING_PASSWORD "
+            f"(the password is in {where}); the UI asks for the same.",
+            err=True,
+        )
 
 
 @mlflow_group.command("stop")

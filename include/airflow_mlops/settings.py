@@ -28,6 +28,12 @@ Variables:
     The bearer token the model endpoints require (:mod:`airflow_mlops.endpoint_auth`). Default (``local``
     profile): generated once into ``$MLOPS_HOME/secrets/endpoint-token`` (mode 0600); the ``production``
     profile requires it.
+``MLOPS_MLFLOW_ADMIN_PASSWORD``
+    The password of ``admin`` on a tracking server started with MLflow's basic-auth app (the production
+    profile's default). Default (``local`` profile): generated once into ``$MLOPS_HOME/secrets``.
+``MLOPS_MLFLOW_SECRET_KEY``
+    The key signing that app's CSRF tokens (the same on every server of one store). Default (``local``
+    profile): generated once into ``$MLOPS_HOME/secrets``.
 ``AIRFLOW_HOME``
     Default: ``$MLOPS_HOME/airflow``.
 """
@@ -74,6 +80,10 @@ class Settings:
     database_overrides: dict[str, str] = field(default_factory=dict)
     #: The endpoints' bearer token given in the environment (``MLOPS_ENDPOINT_TOKEN``), else empty.
     endpoint_token_override: str = field(default="", repr=False)
+    #: The MLflow admin's password given in the environment (``MLOPS_MLFLOW_ADMIN_PASSWORD``), else empty.
+    mlflow_admin_password_override: str = field(default="", repr=False)
+    #: The MLflow auth app's CSRF signing key given in the environment (``MLOPS_MLFLOW_SECRET_KEY``), else empty.
+    mlflow_secret_key_override: str = field(default="", repr=False)
 
     def endpoint_token(self) -> str:
         """The bearer token of the model endpoints (see :mod:`airflow_mlops.endpoint_auth`).
@@ -81,13 +91,48 @@ class Settings:
         ``MLOPS_ENDPOINT_TOKEN`` when set; else, in the ``local`` profile, the token generated once into
         :attr:`endpoint_token_file` (mode 0600; every process of the same ``MLOPS_HOME`` reads the same one).
         """
-        if self.endpoint_token_override:
-            return self.endpoint_token_override
+        return self._secret(
+            self.endpoint_token_override,
+            "MLOPS_ENDPOINT_TOKEN",
+            self.endpoint_token_file,
+            "the bearer token the model endpoints require",
+        )
+
+    def mlflow_admin_password(self) -> str:
+        """The password of the MLflow basic-auth app's ``admin`` (see :mod:`airflow_mlops.mlflow_runtime`).
+
+        ``MLOPS_MLFLOW_ADMIN_PASSWORD`` when set; else, in the ``local`` profile, generated once into
+        ``$MLOPS_HOME/secrets/mlflow-admin-password`` (mode 0600).
+        """
+        return self._secret(
+            self.mlflow_admin_password_override,
+            "MLOPS_MLFLOW_ADMIN_PASSWORD",
+            self.secrets_dir / "mlflow-admin-password",
+            "the password of the MLflow tracking server's admin",
+        )
+
+    def mlflow_secret_key(self) -> str:
+        """The key that signs the MLflow basic-auth app's CSRF tokens (its ``MLFLOW_FLASK_SERVER_SECRET_KEY``).
+
+        ``MLOPS_MLFLOW_SECRET_KEY`` when set (the same on every server of a store); else, in the ``local``
+        profile, generated once into ``$MLOPS_HOME/secrets/mlflow-secret-key`` (mode 0600).
+        """
+        return self._secret(
+            self.mlflow_secret_key_override,
+            "MLOPS_MLFLOW_SECRET_KEY",
+            self.secrets_dir / "mlflow-secret-key",
+            "the key that signs the MLflow tracking server's CSRF tokens",
+        )
+
+    def _secret(self, given: str, variable: str, path: Path, what: str) -> str:
+        """``given`` (from ``variable``), else the local profile's secret in ``path``, generated on first use.
+
+        Generation is atomic and never replaces a file: processes that start at once agree on one value.
+        """
+        if given:
+            return given
         if self.profile == Profile.PRODUCTION:
-            raise SettingsError(
-                "MLOPS_PROFILE=production needs MLOPS_ENDPOINT_TOKEN (the bearer token the model endpoints require)"
-            )
-        path = self.endpoint_token_file
+            raise SettingsError(f"MLOPS_PROFILE=production needs {variable} ({what})")
         if not path.exists():
             import secrets
 
@@ -96,15 +141,15 @@ class Settings:
             fresh = aside(path)
             write_text_atomic(secrets.token_urlsafe(32) + "\n", fresh, private=True)
             try:
-                os.link(fresh, path)  # atomic and never replaces: two first starts agree on one token
+                os.link(fresh, path)  # atomic and never replaces: two first starts agree on one value
             except FileExistsError:
                 pass
             finally:
                 fresh.unlink(missing_ok=True)
-        token = path.read_text().strip()
-        if not token:
-            raise SettingsError(f"{path} is empty: delete it to generate a new endpoint token")
-        return token
+        value = path.read_text().strip()
+        if not value:
+            raise SettingsError(f"{path} is empty: delete it to generate a new one ({what})")
+        return value
 
     @property
     def endpoint_token_file(self) -> Path:
@@ -248,6 +293,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         feature_repo=_path(env, "MLOPS_FEATURE_REPO", PROJECT_ROOT / "feature_repo"),
         database_overrides=overrides,
         endpoint_token_override=env.get("MLOPS_ENDPOINT_TOKEN", "").strip(),
+        mlflow_admin_password_override=env.get("MLOPS_MLFLOW_ADMIN_PASSWORD", "").strip(),
+        mlflow_secret_key_override=env.get("MLOPS_MLFLOW_SECRET_KEY", "").strip(),
     )
 
 

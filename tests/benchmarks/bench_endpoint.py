@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, auth_headers
 from tests.benchmarks.report import REPO_ROOT, machine_info, write_section
 
 if TYPE_CHECKING:
@@ -292,11 +293,11 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def check_route(url: str, path: str, body: dict[str, Any], count: int) -> None:
+def check_route(url: str, path: str, body: dict[str, Any], count: int, headers: dict[str, str]) -> None:
     """``count`` warm-up requests; fail loudly if the route does not answer a prediction."""
     import httpx
 
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         for _ in range(count):
             response = client.post(path, json=body)
             if response.status_code != 200 or "delay_probability" not in response.text:
@@ -359,6 +360,7 @@ def locust_round(point: Point, server: Server, path: str, seconds: float, state:
         "BENCH_LOCUST_BODIES": str(state.bodies_file),
         "BENCH_LOCUST_PATH": path,
         "BENCH_LOCUST_OUT": str(out),
+        TOKEN_VARIABLE: state.settings.endpoint_token(),
     }
     users = str(point.users)
     args = [LOCUST, "-f", str(LOCUSTFILE), "--headless", "-u", users, "-r", users, "-t", f"{seconds:g}s"]
@@ -675,9 +677,10 @@ def measure(
         servers[BARE] = start_bare(state, root)
         log(f"bare app ready at {servers[BARE].url} in {servers[BARE].started_s:.0f} s")
         body = state.bodies[0]
-        check_route(servers[BARE].url, "/predict", body, WARMUP_REQUESTS)
-        check_route(servers[ENDPOINT].url, "/predict", body, WARMUP_REQUESTS)
-        check_route(servers[ENDPOINT].url, "/predict_batch", body, WARMUP_REQUESTS)
+        headers = auth_headers(state.settings.endpoint_token())  # the bento requires it; the bare app ignores it
+        check_route(servers[BARE].url, "/predict", body, WARMUP_REQUESTS, headers)
+        check_route(servers[ENDPOINT].url, "/predict", body, WARMUP_REQUESTS, headers)
+        check_route(servers[ENDPOINT].url, "/predict_batch", body, WARMUP_REQUESTS, headers)
         points.append(in_process_point(state, seconds / 2, INPROC_ONE, threads=1))
         points.append(in_process_point(state, seconds / 2, INPROC_DEFAULT))
         extras = {"log_records_ms": log_records_ms(state)}

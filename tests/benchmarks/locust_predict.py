@@ -24,10 +24,13 @@ from typing import Any
 
 from locust import FastHttpUser, constant, events, task
 
+from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, auth_headers
+
 BODIES: list[bytes] = [json.dumps(b).encode() for b in json.loads(Path(os.environ["BENCH_LOCUST_BODIES"]).read_text())]
 PATH = os.environ.get("BENCH_LOCUST_PATH", "/predict")
 OUT = os.environ.get("BENCH_LOCUST_OUT")
-HEADERS = {"Content-Type": "application/json"}
+# The endpoint's bearer token (the bare app ignores it), from the environment the benchmark sets.
+HEADERS = {"Content-Type": "application/json", **auth_headers(os.environ.get(TOKEN_VARIABLE))}
 
 _samples: list[tuple[float, float, bool]] = []
 _errors: Counter[str] = Counter()

@@ -28,6 +28,7 @@ from mlflow import MlflowClient
 
 from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, start_airflow, stop_airflow
 from airflow_mlops.deploy.local import stop as stop_endpoint
+from airflow_mlops.endpoint_auth import auth_headers
 from airflow_mlops.ingest import days
 from airflow_mlops.monitoring import reports_dir
 from airflow_mlops.processes import free_port
@@ -118,11 +119,14 @@ def test_the_page_takes_a_new_dataset_to_a_monitored_endpoint(project: Project) 
         # 5. The endpoint answers, the page's replay sends traffic, the page's monitoring judges it.
         event = {"event_id": "x-1", "entity_id": "e03", "occurred_at": "2024-05-30T10:15:00Z", "amount": 42.5}
         body = {"events": [event]}
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=60)
+        auth = auth_headers(settings.endpoint_token())
+        assert httpx.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=60).status_code == 401
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=body, headers=auth, timeout=60)
         assert answer.status_code == 200, answer.text
         assert set(answer.json()["predictions"][0]) == {"prediction", "model_version", "request_id"}
         assert answer.json()["predictions"][0]["model_version"] == champion
-        bad = httpx.post(f"http://127.0.0.1:{port}/predict", json={"events": [{**event, "amount": -1}]}, timeout=60)
+        bad_body = {"events": [{**event, "amount": -1}]}
+        bad = httpx.post(f"http://127.0.0.1:{port}/predict", json=bad_body, headers=auth, timeout=60)
         assert bad.status_code == 400 and "amount" in bad.text
         replayed = run(example_block("byo-replay"), project)
         assert '"failed_requests": 0' in replayed, replayed

@@ -43,6 +43,7 @@ from airflow_mlops.airflow_runtime import (
     stop_airflow,
 )
 from airflow_mlops.deploy.local import stop as stop_endpoint
+from airflow_mlops.endpoint_auth import auth_headers
 from airflow_mlops.ingest import days
 from airflow_mlops.monitoring import reports_dir
 from airflow_mlops.pipeline import model_spec
@@ -63,6 +64,11 @@ class Loop:
     api: AirflowApi
     settings: Settings
     url: str  #: the endpoint's stable URL
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header carrying the home's endpoint token (the stable URL answers 401 without it)."""
+        return auth_headers(self.settings.endpoint_token())
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +145,7 @@ def test_the_closed_loop(loop: Loop) -> None:
     assert api.task_states(TRAIN, data_runs[0]["run_id"])["promote"] == "success"
     first = _champion()
     assert first is not None
-    answer = httpx.post(f"{loop.url}/predict", json=_body(), timeout=60)
+    answer = httpx.post(f"{loop.url}/predict", json=_body(), headers=loop.auth, timeout=60)
     assert answer.status_code == 200 and answer.json()["predictions"][0]["model_version"] == first
 
     # 2. More data within retrain_every_days: ingest announces no new window, no train run starts.
@@ -198,7 +204,7 @@ def test_the_closed_loop(loop: Loop) -> None:
     version = int(retrained[0].version)
     if states["promote"] == "success":  # the gate and the smoke test let it in: it serves
         assert _champion() == version and retrained[0].tags["bento.tag"]
-        served = httpx.post(f"{loop.url}/predict", json=_body(), timeout=60).json()["predictions"][0]
+        served = httpx.post(f"{loop.url}/predict", json=_body(), headers=loop.auth, timeout=60).json()["predictions"][0]
         assert served["model_version"] == version
     else:  # kept out with reasons; the first champion keeps serving
         assert states["gate"] == "success" and states["promote"] == "skipped"

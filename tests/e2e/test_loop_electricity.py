@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 
 from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowApi, day_start, start_airflow, stop_airflow
 from airflow_mlops.deploy.local import stop as stop_endpoint
+from airflow_mlops.endpoint_auth import auth_headers
 from airflow_mlops.monitoring import reports_dir
 from airflow_mlops.pipeline import model_spec
 from airflow_mlops.processes import free_port
@@ -50,6 +51,11 @@ class Loop:
     api: AirflowApi
     settings: Settings
     url: str  #: the endpoint's stable URL
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header carrying the home's endpoint token (the stable URL answers 401 without it)."""
+        return auth_headers(self.settings.endpoint_token())
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +113,13 @@ def test_the_electricity_loop(loop: Loop) -> None:
     first = int(client.get_model_version_by_alias(MODEL, "champion").version)
     run = client.get_run(client.get_model_version(MODEL, str(first)).run_id)
     assert run.data.params["task"] == "regression" and run.data.metrics["holdout.mae"] < 0.5
-    answer = httpx.post(f"{loop.url}/predict", json=_body(), timeout=60)
+    answer = httpx.post(f"{loop.url}/predict", json=_body(), headers=loop.auth, timeout=60)
     assert answer.status_code == 200, answer.text
     prediction = answer.json()["predictions"][0]
     assert prediction["model_version"] == first and 3 < prediction["demand_next_24h_gw"] < 8
-    bad = httpx.post(f"{loop.url}/predict", json={"demand": [{**_body()["demand"][0], "workday": 2}]}, timeout=60)
+    bad = httpx.post(
+        f"{loop.url}/predict", json={"demand": [{**_body()["demand"][0], "workday": 2}]}, headers=loop.auth, timeout=60
+    )
     assert bad.status_code == 400 and "workday" in bad.text
 
     # 2. Winter lands; three days of it are served as live traffic.
@@ -149,7 +157,7 @@ def test_the_electricity_loop(loop: Loop) -> None:
     assert client.get_run(retrained[0].run_id).data.tags["data.window_end"] == labelable
     states = api.task_states(TRAIN, run_id)
     if states["promote"] == "success":
-        served = httpx.post(f"{loop.url}/predict", json=_body(), timeout=60).json()["predictions"][0]
+        served = httpx.post(f"{loop.url}/predict", json=_body(), headers=loop.auth, timeout=60).json()["predictions"][0]
         assert served["model_version"] == int(retrained[0].version)
     else:
         assert "not promoted" in api.task_log(TRAIN, run_id, "gate")

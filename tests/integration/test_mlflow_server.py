@@ -275,3 +275,64 @@ def test_server_not_healthy_in_time_is_stopped(tmp_path: Path) -> None:
         start_mlflow(settings=settings, timeout=1)
     assert running_mlflow(settings) is None
     assert not (settings.run_dir / "mlflow.json").exists()
+
+
+@pytest.mark.integration
+def test_production_server_requires_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production profile's server runs MLflow's basic-auth app: the auth matrix, a reader's 403, no leak."""
+    import secrets
+
+    from mlflow import MlflowClient
+
+    password = secrets.token_urlsafe(24)  # a fixture's secret, made here
+    env = {
+        "MLOPS_HOME": str(tmp_path / "home"),
+        "MLOPS_PROFILE": "production",
+        "MLOPS_MLFLOW_ADMIN_PASSWORD": password,
+        "MLOPS_MLFLOW_SECRET_KEY": secrets.token_hex(16),
+    }
+    settings = load_settings(env)
+    with fresh_postgres_database() as database:
+        server = start_mlflow(settings=settings, backend_uri=database, artifacts=tmp_path / "artifacts")
+        try:
+            assert server.auth and running_mlflow(settings) == server
+            assert httpx.get(server.url + "/health", timeout=10).status_code == 200  # probes stay open
+            assert httpx.get(server.url + SEARCH, timeout=10).status_code == 401
+            assert httpx.get(server.url + SEARCH, auth=("admin", password[::-1]), timeout=10).status_code == 401
+            assert httpx.get(server.url + SEARCH, auth=("admin", password), timeout=10).status_code == 200
+            # CORS admits the server's own origins only.
+            foreign = httpx.get(
+                server.url + SEARCH, auth=("admin", password), headers={"Origin": "http://evil.example"}, timeout=10
+            )
+            assert foreign.headers.get("access-control-allow-origin") != "http://evil.example"
+
+            # The client authenticates with MLflow's own variables; a READ user may look but not change.
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+            admin = MlflowClient(server.url)
+            experiment = admin.create_experiment("guarded")
+            reader_password = secrets.token_urlsafe(16)
+            created = httpx.post(
+                server.url + "/api/2.0/mlflow/users/create",
+                json={"username": "reader", "password": reader_password},
+                auth=("admin", password),
+                timeout=10,
+            )
+            assert created.status_code == 200, created.text
+            read = f"/api/2.0/mlflow/experiments/get?experiment_id={experiment}"
+            assert httpx.get(server.url + read, auth=("reader", reader_password), timeout=10).status_code == 200
+            delete = httpx.post(
+                server.url + "/api/2.0/mlflow/experiments/delete",
+                json={"experiment_id": experiment},
+                auth=("reader", reader_password),
+                timeout=10,
+            )
+            assert delete.status_code == 403, delete.text
+            assert admin.get_experiment(experiment).lifecycle_stage == "active"
+        finally:
+            stop_mlflow(server.pid)
+    # The password is in no file of the home (it reached the server through its environment only).
+    config = settings.secrets_dir / "mlflow-auth.ini"
+    assert oct(config.stat().st_mode & 0o777) == "0o600" and "admin_username = admin" in config.read_text()
+    leaks = [p for p in (tmp_path / "home").rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert leaks == []

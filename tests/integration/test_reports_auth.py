@@ -39,5 +39,13 @@ def test_reports_need_an_airflow_user(
     from_the_ui = httpx.get(url, cookies={"_token": token}, timeout=30)  # the UI's session cookie
     assert from_the_ui.status_code == 200 and from_the_ui.text == with_token.text
 
+    # The REST API the plugin sits on: the same matrix, and a wrong password gets no token.
+    api = f"{airflow_server.url}/api/v2/dags"
+    assert httpx.get(api, timeout=30).status_code == 401
+    assert httpx.get(api, headers={"Authorization": "Bearer not-a-token"}, timeout=30).status_code in (401, 403)
+    assert httpx.get(api, headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code == 200
+    wrong = {"username": airflow_user, "password": airflow_password[::-1]}
+    assert httpx.post(f"{airflow_server.url}/auth/token", json=wrong, timeout=30).status_code == 401
+
     missing = httpx.get(url.replace(DAY, "2013-01-09"), headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert missing.status_code == 404 and "has monitor_flight_delay run?" in missing.text

@@ -17,6 +17,7 @@ import yaml
 from mlflow import MlflowClient
 
 from airflow_mlops.airflow_runtime import AirflowApi, AirflowServer, day_start
+from airflow_mlops.endpoint_auth import auth_headers
 from airflow_mlops.pipeline import model_spec
 from airflow_mlops.serving import payload, request_schema
 from airflow_mlops.settings import load_settings
@@ -62,7 +63,9 @@ def test_train_dag_registers_gates_deploys_and_promotes(
     spec = yaml.safe_load((models_dir / "flight_delay.yaml").read_text())
     url = f"http://127.0.0.1:{spec['deploy']['local']['port']}"
     rows = pd.read_parquet(partition_path(settings.validated_dir, "flights", "flights", LAST)).head(3)
-    answer = httpx.post(f"{url}/predict", json=payload(request_schema(model_spec("flight_delay")), rows), timeout=60)
+    body = payload(request_schema(model_spec("flight_delay")), rows)
+    assert httpx.post(f"{url}/predict", json=body, timeout=60).status_code == 401  # the stable URL needs the token
+    answer = httpx.post(f"{url}/predict", json=body, headers=auth_headers(settings.endpoint_token()), timeout=60)
     assert answer.status_code == 200, answer.text
     assert {p["model_version"] for p in answer.json()["predictions"]} == {int(champion.version)}
     assert "smoke test passed" in api.task_log(TRAIN, run_id, "smoke_test")

@@ -19,7 +19,7 @@ from airflow_mlops.compose_env import SECRETS, read_env_file, write_env_file
 from airflow_mlops.settings import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker" / "compose.yaml"
-SECRET_NAME = re.compile(r"PASSWORD$|SECRET|_KEY$|_CONN$|BROKER_URL$|RESULT_BACKEND$|CLI_AUTH$")
+SECRET_NAME = re.compile(r"PASSWORD$|SECRET|_KEY$|_CONN$|BROKER_URL$|RESULT_BACKEND$|CLI_AUTH$|TOKEN$")
 REQUIRED = re.compile(r"\$\{(\w+):\?[^}]+\}")
 
 

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from airflow_mlops.mlflow_runtime import (
     SERVER_ENV,
     MlflowRuntimeError,
+    auth_env,
     check_backend_reachable,
     mlflow_group,
     running_mlflow,
@@ -112,3 +113,26 @@ def test_running_mlflow_ignores_a_stale_pid_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(mlflow_group, ["stop"], env={"MLOPS_HOME": str(tmp_path)})
     assert result.exit_code == 0
     assert "No MLflow server" in result.output
+
+
+def test_basic_auth_command_and_environment(tmp_path: Path) -> None:
+    command = server_command(5123, "postgresql+psycopg2://m@127.0.0.1:5432/m", tmp_path / "a", auth=True)
+    assert _option(command, "--app-name") == "basic-auth"
+    assert _option(command, "--cors-allowed-origins") == "http://127.0.0.1:5123,http://localhost:5123"
+    settings = load_settings({"MLOPS_HOME": str(tmp_path / "home")})
+    env = auth_env(settings)  # local profile: the secrets are generated, 0600, and stable
+    assert env == auth_env(settings)
+    assert len(env["MLFLOW_AUTH_ADMIN_PASSWORD"]) >= 40 and len(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) >= 40
+    config = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] not in config.read_text()
+    assert f"sqlite:///{tmp_path / 'home' / 'mlflow' / 'basic_auth.db'}" in config.read_text()
+    production = load_settings({"MLOPS_HOME": str(tmp_path / "prod"), "MLOPS_PROFILE": "production"})
+    with pytest.raises(MlflowRuntimeError, match="needs MLOPS_MLFLOW_ADMIN_PASSWORD"):
+        auth_env(production)
+    production = load_settings(
+        {"MLOPS_HOME": str(tmp_path / "prod"), "MLOPS_PROFILE": "production", "MLOPS_MLFLOW_ADMIN_PASSWORD": "pw"}
+    )
+    with pytest.raises(MlflowRuntimeError, match="needs MLOPS_MLFLOW_SECRET_KEY"):
+        auth_env(production)
+    assert not (tmp_path / "prod" / "secrets").exists()  # production generates nothing
