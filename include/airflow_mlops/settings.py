@@ -138,6 +138,7 @@ class Settings:
 
             from airflow_mlops.zones import aside, write_text_atomic
 
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fresh = aside(path)
             write_text_atomic(secrets.token_urlsafe(32) + "\n", fresh, private=True)
             try:
