@@ -197,7 +197,12 @@ def test_first_deploy_creates_model_config_and_endpoint(
     name = "flight-delay-v1-aaaa1111"
     model = sm.describe_model(ModelName=name)
     assert model["PrimaryContainer"]["Image"] == f"{REPOSITORY}:aaaa1111"
-    assert model["PrimaryContainer"]["Environment"] == {"MLOPS_PROFILE": "production", "BENTOML_PORT": "8080"}
+    # No endpoint token in the container: AWS authenticates InvokeEndpoint (IAM), the container says so.
+    assert model["PrimaryContainer"]["Environment"] == {
+        "MLOPS_PROFILE": "production",
+        "BENTOML_PORT": "8080",
+        "MLOPS_ENDPOINT_AUTH": "platform",
+    }
     assert model["ExecutionRoleArn"] == ROLE
     config = sm.describe_endpoint_config(EndpointConfigName=name)
     [variant] = config["ProductionVariants"]
