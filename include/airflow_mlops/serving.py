@@ -18,6 +18,7 @@ and the benchmarks all use the same :class:`Predictor` and schema, so what is te
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -183,15 +184,13 @@ class Scored:
     """Rows scored by :meth:`Predictor.score`: the answers and what the model saw (for the log)."""
 
     predictions: list[BaseModel]
-    rows: pd.DataFrame  #: the request's rows (:func:`request_frame`)
-    served: pd.DataFrame  #: the Feast features looked up, one row per request row (None for unknown entities)
+    inputs: list[dict[str, Any]]  #: each request row's fields, its event time in UTC and its local ``date``
+    served: list[dict[str, Any]]  #: the Feast features looked up for each row (None for unknown entities)
     schema: RequestSchema
 
     def log_records(self, model: str) -> list[dict[str, Any]]:
         """One prediction-log record per row: ids, time, inputs, looked-up features, prediction, version."""
         now = datetime.now(UTC)
-        inputs = self.rows[[*self.schema.columns, "date"]].to_dict("records")
-        served = self.served.to_dict("records")
         outputs = [name for name in (self.schema.score, self.schema.label) if name is not None]
         return [
             {
@@ -199,8 +198,8 @@ class Scored:
                 "logged_at": now,
                 "model": model,
                 "model_version": p.model_version,  # type: ignore[attr-defined]
-                **inputs[i],
-                **served[i],
+                **self.inputs[i],
+                **self.served[i],
                 **{name: getattr(p, name) for name in outputs},
             }
             for i, p in enumerate(self.predictions)
@@ -208,10 +207,29 @@ class Scored:
 
 
 class Predictor:
-    """A fitted pipeline of one registered version, with the spec's feature lookup (and decision threshold)."""
+    """A fitted pipeline of one registered version, with the spec's feature lookup (and decision threshold).
 
-    def __init__(self, spec: ModelSpec, model: Any, version: int, *, settings: Settings | None = None) -> None:
+    Two paths give the same scores. The reference (:meth:`lookup` and :meth:`scores`, on frames) is what offline
+    scoring and the smoke test's expected values use. The hot path (:meth:`score`, what the endpoint calls) pays
+    the per-call overhead once, at construction: no pandas frame per request, the request-time features read from
+    the rows, and the model compiled for inference (:func:`airflow_mlops.compiled_model.compile_model`) when the
+    pipeline is one it covers; ``compiled=False`` (or a pipeline it does not cover) scores with the reference.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        model: Any,
+        version: int,
+        *,
+        settings: Settings | None = None,
+        compiled: bool = True,
+    ) -> None:
+        from zoneinfo import ZoneInfo
+
+        from airflow_mlops.compiled_model import compile_model
         from airflow_mlops.model_input import model_columns
+        from airflow_mlops.training import request_feature_is_calendar
 
         self.spec = spec
         self.model = model
@@ -220,6 +238,11 @@ class Predictor:
         self.schema = request_schema(spec, self.settings)
         self.numeric, self.categorical = model_columns(model)
         self.threshold = spec.training.decision_threshold if spec.is_classifier else None
+        self.compiled = compile_model(model) if compiled else None
+        self._zone = ZoneInfo(self.schema.timezone)
+        self._calendar = {
+            name: request_feature_is_calendar(name, self.schema.columns, spec, self.settings) for name in spec.features
+        }
 
     def lookup(self, rows: pd.DataFrame) -> pd.DataFrame:
         """The spec's Feast feature service for each row at its event time, online (None when unknown)."""
@@ -233,8 +256,8 @@ class Predictor:
         return pd.DataFrame([{k: v for k, v in row.items() if k not in keys} for row in found], index=rows.index)
 
     def scores(self, rows: pd.DataFrame, served: pd.DataFrame) -> Any:
-        """The model's scores (probabilities, or predicted values) for rows whose features were looked up
-        (offline scoring uses this too)."""
+        """The reference model's scores (probabilities, or predicted values) for rows whose features were looked
+        up (offline scoring and the smoke test's expected values)."""
         from airflow_mlops.model_input import model_scores
         from airflow_mlops.training import serving_input
 
@@ -242,9 +265,16 @@ class Predictor:
 
     def score(self, rows: list[BaseModel]) -> Scored:
         """Look the features up and score ``rows`` (validated request rows); one prediction each, in order."""
-        frame = request_frame(self.schema, rows)
-        served = self.lookup(frame)
-        values = self.scores(frame, served)
+        if self.compiled is None:
+            frame = request_frame(self.schema, rows)
+            served_frame = self.lookup(frame)
+            values = self.scores(frame, served_frame)
+            inputs = frame[[*self.schema.columns, "date"]].to_dict("records")
+            served = served_frame.to_dict("records")
+        else:
+            inputs, local = self._inputs(rows)
+            served = self._lookup(inputs)
+            values = self.compiled.scores(self._model_columns(inputs, local, served), len(inputs))
         prediction, score, label = self.schema.prediction, self.schema.score, self.schema.label
         predictions = [
             prediction(
@@ -253,7 +283,58 @@ class Predictor:
             )
             for v in values
         ]
-        return Scored(predictions=predictions, rows=frame, served=served, schema=self.schema)
+        return Scored(predictions=predictions, inputs=inputs, served=served, schema=self.schema)
+
+    def _inputs(self, rows: list[BaseModel]) -> tuple[list[dict[str, Any]], list[datetime | None]]:
+        """Each row's fields with its event time in UTC and its local ``date`` (as :func:`request_frame`), and
+        its event time on the dataset's clock."""
+        inputs: list[dict[str, Any]] = []
+        local: list[datetime | None] = []
+        for row in rows:
+            record = row.model_dump() if isinstance(row, BaseModel) else dict(row)
+            fields = {name: record.get(name) for name in self.schema.columns}
+            stamp = fields[self.schema.event_time]
+            if isinstance(stamp, str):
+                stamp = datetime.fromisoformat(stamp)
+            stamp = _utc(stamp)
+            fields[self.schema.event_time] = stamp
+            here = stamp.astimezone(self._zone) if stamp is not None else None
+            fields["date"] = here.strftime("%Y-%m-%d") if here is not None else None
+            inputs.append(fields)
+            local.append(here)
+        return inputs, local
+
+    def _lookup(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`lookup` for request rows: the service's features of each row, without its keys."""
+        from airflow_mlops.features import online_features
+
+        keys = self.spec.entity_keys
+        found = online_features(
+            [{key: row[key] for key in keys} for row in inputs],
+            service=self.spec.feature_service,
+            settings=self.settings,
+        )
+        return [{name: value for name, value in row.items() if name not in keys} for row in found]
+
+    def _model_columns(
+        self, inputs: list[dict[str, Any]], local: list[datetime | None], served: list[dict[str, Any]]
+    ) -> dict[str, list[Any]]:
+        """The model's input columns (:func:`airflow_mlops.training.serving_input` without a frame)."""
+        from airflow_mlops.model_input import ModelInputError
+        from airflow_mlops.training import CALENDAR_VALUES
+
+        columns: dict[str, list[Any]] = {}
+        for name, calendar in self._calendar.items():
+            if calendar:
+                columns[name] = [CALENDAR_VALUES[name](t) if t is not None else math.nan for t in local]
+            else:
+                columns[name] = [row[name] for row in inputs]
+        for name in served[0] if served else ():
+            columns.setdefault(name, [row.get(name) for row in served])
+        missing = [name for name in (*self.numeric, *self.categorical) if name not in columns]
+        if missing:
+            raise ModelInputError(f"frame lacks the model input columns {', '.join(missing)}")
+        return columns
 
 
 def payload(schema: RequestSchema, rows: pd.DataFrame) -> dict[str, Any]:

@@ -33,9 +33,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +84,16 @@ CALENDAR_FEATURES: dict[str, Callable[[pd.Series], pd.Series]] = {
     "day_of_week": lambda local: local.dt.dayofweek.astype("float64"),  # Monday = 0
     "day_of_year": lambda local: local.dt.dayofyear.astype("float64"),
     "minute_of_day": lambda local: (local.dt.hour * 60 + local.dt.minute).astype("float64"),
+}
+
+#: The same calendar features of one local ``datetime`` (the serving hot path, which builds no frame; a unit test
+#: checks that both tables agree).
+CALENDAR_VALUES: dict[str, Callable[[datetime], float]] = {
+    "month": lambda local: float(local.month),
+    "hour": lambda local: float(local.hour),
+    "day_of_week": lambda local: float(local.weekday()),  # Monday = 0
+    "day_of_year": lambda local: float(local.timetuple().tm_yday),
+    "minute_of_day": lambda local: float(local.hour * 60 + local.minute),
 }
 
 
@@ -316,8 +326,11 @@ def event_time(spec: ModelSpec, settings: Settings | None = None) -> tuple[str, 
     return dataset.event_time, dataset.timezone
 
 
-def _request_feature(examples: pd.DataFrame, name: str, spec: ModelSpec, settings: Settings | None = None) -> pd.Series:
-    """A request-time feature of ``examples``: a calendar feature of the event time, or a column known by then."""
+def request_feature_is_calendar(
+    name: str, columns: Iterable[str], spec: ModelSpec, settings: Settings | None = None
+) -> bool:
+    """Whether request-time feature ``name`` is a calendar feature of the event time (True) or one of ``columns``
+    (False); a feature that is neither, the target or only known after the event is a :class:`TrainingError`."""
     dataset = dataset_spec(spec.dataset, settings)
     if name == spec.target.column:
         raise TrainingError(f"{spec.name}: feature {name!r} is the target column ({spec.target.described}); remove it")
@@ -328,14 +341,21 @@ def _request_feature(examples: pd.DataFrame, name: str, spec: ModelSpec, setting
             f"{', '.join(sorted(CALENDAR_FEATURES))}"
         )
     if name in CALENDAR_FEATURES:
-        column, timezone = event_time(spec, settings)
-        return CALENDAR_FEATURES[name](_local(examples[column], timezone))
-    if name in examples.columns:
-        return examples[name]
+        return True
+    if name in columns:
+        return False
     raise TrainingError(
         f"{spec.name}: feature {name!r} is neither a column of the validated {spec.dataset} examples nor a calendar "
         f"feature of the event time ({', '.join(sorted(CALENDAR_FEATURES))})"
     )
+
+
+def _request_feature(examples: pd.DataFrame, name: str, spec: ModelSpec, settings: Settings | None = None) -> pd.Series:
+    """A request-time feature of ``examples``: a calendar feature of the event time, or a column known by then."""
+    if request_feature_is_calendar(name, examples.columns, spec, settings):
+        column, timezone = event_time(spec, settings)
+        return CALENDAR_FEATURES[name](_local(examples[column], timezone))
+    return examples[name]
 
 
 @dataclass(frozen=True)

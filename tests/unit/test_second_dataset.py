@@ -332,8 +332,10 @@ def test_a_regression_model_with_a_look_ahead_aggregate_label_is_gated_and_answe
     first = response.predictions[0].model_dump()  # type: ignore[attr-defined]
     assert set(first) == {"expected_returns", "model_version", "request_id"} and first["model_version"] == 3
     online = np.array([p.expected_returns for p in answered.predictions])  # type: ignore[attr-defined]
-    served = answered.served
-    offline = result.model.predict(serving_input(spec, answered.rows, served, predictor.numeric, predictor.categorical))
+    # The hot path (the compiled model, no frames) next to the scikit-learn reference on the same rows and features.
+    assert predictor.compiled is not None
+    inputs, served = pd.DataFrame(answered.inputs), pd.DataFrame(answered.served)
+    offline = result.model.predict(serving_input(spec, inputs, served, predictor.numeric, predictor.categorical))
     assert np.abs(online - offline).max() < 1e-9
     by_shop = pd.Series(online, index=new["shop"]).groupby(level=0).mean()
     assert by_shop["ueno"] > by_shop["ginza"]  # ueno returns most, ginza least

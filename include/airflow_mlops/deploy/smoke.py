@@ -91,7 +91,8 @@ def smoke_test(
     settings = settings or get_settings()
     started = time.perf_counter()
     ref = ModelVersionRef(name=spec.name, version=deployment.version, run_id="", created=False)
-    predictor = Predictor(spec, load_model(ref, settings), deployment.version, settings=settings)
+    # The reference: the registry's scikit-learn model, whatever form the endpoint serves.
+    predictor = Predictor(spec, load_model(ref, settings), deployment.version, settings=settings, compiled=False)
     schema = predictor.schema
     body = payload(schema, examples)
     rows = getattr(schema.request.model_validate(body), schema.collection)
