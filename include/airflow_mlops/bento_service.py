@@ -11,6 +11,9 @@ and nothing else decides what it serves. The service answers:
   to the prediction log (:mod:`airflow_mlops.prediction_log`) without ever blocking or failing the request;
 - ``POST /predict_batch`` (the same body) -> ``[...]`` (a bare list of predictions): the same scoring
   behind BentoML's adaptive batching, which merges concurrent requests into one model call;
+- at most ``deploy.max_in_flight`` requests at once: one more gets 429, and a batched request that would wait past
+  ``deploy.batch_latency_ms`` gets 503; both with ``Retry-After``, counted in ``/metrics`` as
+  ``requests_refused`` (:mod:`airflow_mlops.overload`);
 - ``GET /livez``, ``GET /readyz`` (ready once the model is loaded and the feature store answers), ``GET /metrics``
   (Prometheus, with the prediction-log counters) from BentoML;
 - with ``MLOPS_ENDPOINT_TOKEN`` in the server's environment, every route but the health checks requires
@@ -34,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from airflow_mlops.body_limit import MAX_BODY_BYTES, BodyLimit
 from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, BearerAuth, required_token
+from airflow_mlops.overload import Overload
 from airflow_mlops.serving import MAX_ROWS, request_schema
 
 log = logging.getLogger(__name__)
@@ -106,12 +110,13 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
             """Predictions for up to ``MAX_ROWS`` rows."""
             return schema.response(predictions=self._score(body[schema.collection]))
 
-        # The latency budget must exceed one model call under load, or the dispatcher refuses requests (503).
+        # The dispatcher refuses (503, with Retry-After from Overload) a request it predicts it cannot answer within
+        # the budget: deploy.batch_latency_ms, well above max_in_flight times one call (about a millisecond).
         @bentoml.api(
             route="/predict_batch",
             batchable=True,
             max_batch_size=MAX_ROWS,
-            max_latency_ms=2000,
+            max_latency_ms=spec.deploy.batch_latency_ms,
             input_spec=schema.request,
         )
         def predict_batch(self, rows: list[Any]) -> list[Any]:
@@ -147,6 +152,17 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
         ModelService.add_asgi_middleware(BearerAuth, token=token)  # first: nothing unauthenticated is read
     else:
         log.warning("%s: no %s: the endpoint answers without a token", spec.name, TOKEN_VARIABLE)
+    refused = bentoml.metrics.Counter(
+        name="requests_refused",
+        documentation="requests refused as overloaded, with Retry-After (429: past deploy.max_in_flight; "
+        "503: past the batch latency budget)",
+        labelnames=["status", "route"],
+    )
+    ModelService.add_asgi_middleware(
+        Overload,
+        max_in_flight=spec.deploy.max_in_flight,
+        on_refused=lambda status, route: refused.labels(status=str(status), route=route).inc(),
+    )
     ModelService.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return ModelService
 

@@ -1,0 +1,81 @@
+"""The admission middleware (:mod:`airflow_mlops.overload`) in front of a real ASGI app, through httpx.
+
+The app under it holds every request until the test releases it, so "in flight" is exact; the real bento server
+with the middleware is exercised by ``tests/integration/test_serving.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from airflow_mlops.overload import Overload
+
+
+def _app(release: asyncio.Event) -> Starlette:
+    async def predict(request: Request) -> JSONResponse:
+        await release.wait()
+        return JSONResponse({"ok": True})
+
+    def shed(request: Request) -> JSONResponse:
+        return JSONResponse({"error": "process is overloaded"}, status_code=503)
+
+    def livez(request: Request) -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    routes = [Route("/predict", predict, methods=["POST"]), Route("/shed", shed, methods=["POST"])]
+    return Starlette(routes=[*routes, Route("/livez", livez)])
+
+
+def test_past_the_limit_a_request_gets_429_with_retry_after_and_is_counted() -> None:
+    refused: list[tuple[int, str]] = []
+
+    async def scenario() -> dict[str, Any]:
+        release = asyncio.Event()
+        app = Overload(
+            _app(release), max_in_flight=3, retry_after_seconds=2, on_refused=lambda s, p: refused.append((s, p))
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://model") as client:
+            held = [asyncio.create_task(client.post("/predict", json={})) for _ in range(3)]
+            while app.in_flight < 3:
+                await asyncio.sleep(0.001)
+            extra = await client.post("/predict", json={})
+            health = await client.get("/livez")  # never refused
+            release.set()
+            answered = await asyncio.gather(*held)
+            shed = await client.post("/shed", json={})
+            after = await client.post("/predict", json={})
+            return {"extra": extra, "health": health, "shed": shed, "answered": answered, "after": after, "app": app}
+
+    seen = asyncio.run(scenario())
+    extra = seen["extra"]
+    assert extra.status_code == 429 and extra.headers["retry-after"] == "2"
+    assert "3 at once" in extra.json()["error"]
+    assert seen["health"].status_code == 200
+    assert [r.status_code for r in seen["answered"]] == [200, 200, 200]
+    assert all("retry-after" not in r.headers for r in seen["answered"])
+    # A 503 from inside (BentoML's dispatcher shedding) keeps its status and body, and gains Retry-After.
+    assert seen["shed"].status_code == 503 and seen["shed"].headers["retry-after"] == "2"
+    assert seen["shed"].json() == {"error": "process is overloaded"}
+    assert seen["after"].status_code == 200 and seen["app"].in_flight == 0  # the slots came back
+    assert refused == [(429, "/predict"), (503, "/shed")]
+
+
+def test_a_failing_counter_never_fails_the_answer() -> None:
+    def broken(status: int, path: str) -> None:
+        raise RuntimeError("metrics down")
+
+    async def scenario() -> httpx.Response:
+        app = Overload(_app(asyncio.Event()), max_in_flight=1, on_refused=broken)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://model") as client:
+            return await client.post("/shed", json={})
+
+    answer = asyncio.run(scenario())
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
