@@ -860,6 +860,16 @@ def _not_materialized(store: FeatureStore, service: str) -> NotMaterializedError
 
 
 @dataclass(frozen=True)
+class _ViewRead:
+    """One feature view of a service as the online store is read for it: its join keys and the service's features."""
+
+    view: Any  #: the ``FeatureView`` as the registry holds it
+    keys: tuple[str, ...]
+    value_types: tuple[Any, ...]  #: Feast ``ValueType`` of each join key
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class _Resolved:
     """A feature service resolved against one registry snapshot (what every lookup needs, computed once)."""
 
@@ -868,6 +878,8 @@ class _Resolved:
     keys: tuple[str, ...]
     features: tuple[str, ...]
     materialized: bool
+    #: per feature view, what :func:`_read_online` reads; None when a projection maps join keys (the SDK reads it)
+    reads: tuple[_ViewRead, ...] | None = None
 
 
 _RESOLVED: dict[tuple[int, str], _Resolved] = {}
@@ -891,15 +903,95 @@ def _resolve(store: FeatureStore, name: str, *, fresh: bool = False) -> _Resolve
     views = _service_views(store, service)
     keys = tuple(sorted({column.name for view in views for column in view.entity_columns}))
     names = tuple(f.name for projection in service.feature_view_projections for f in projection.features)
+    reads = tuple(
+        _ViewRead(
+            view=view,
+            keys=tuple(column.name for column in view.entity_columns),
+            value_types=tuple(column.dtype.to_value_type() for column in view.entity_columns),
+            features=tuple(f.name for f in projection.features),
+        )
+        for projection, view in zip(service.feature_view_projections, views, strict=True)
+    )
+    mapped = any(projection.join_key_map for projection in service.feature_view_projections)
     resolved = _Resolved(
         stamp=getattr(store.registry, "cached_registry_proto_created", None),
         service=service,
         keys=keys,
         features=names,
         materialized=any(view.materialization_intervals for view in views),
+        reads=None if mapped or len(set(names)) != len(names) else reads,
     )
     _RESOLVED[id(store), name] = resolved
     return resolved
+
+
+_PROVIDERS: dict[int, Any] = {}
+
+
+def _provider(store: FeatureStore) -> Any:
+    """Feast's provider for ``store``'s configuration, one per store and process (it holds the store's connection)."""
+    provider = _PROVIDERS.get(id(store))
+    if provider is None:
+        from feast.infra.provider import get_provider
+
+        provider = _PROVIDERS[id(store)] = get_provider(store.config)
+    return provider
+
+
+_SCALARS = frozenset({"string_val", "int64_val", "int32_val", "double_val", "float_val", "bool_val"})
+
+
+def _python_value(value: Any) -> Any:
+    """A ``ValueProto`` as Python, as ``get_online_features(...).to_dict()`` gives it (None when unset)."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    if kind in _SCALARS:
+        return getattr(value, kind)
+    from feast.type_map import feast_value_type_to_python_type
+
+    return feast_value_type_to_python_type(value)
+
+
+def _entity_value(value: str, value_type: Any) -> Any:
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    if value_type == ValueType.STRING:
+        return Value(string_val=value)
+    return python_values_to_proto_values([value], feature_type=value_type)[0]
+
+
+def _read_online(store: FeatureStore, reads: Sequence[_ViewRead], rows: list[dict[str, str]]) -> dict[str, list[Any]]:
+    """The features of ``reads`` for each of ``rows`` (join keys as strings), column by column, in row order."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+
+    provider = _provider(store)
+    columns: dict[str, list[Any]] = {}
+    for read in reads:
+        at: dict[tuple[str, ...], list[int]] = {}
+        for index, row in enumerate(rows):
+            at.setdefault(tuple(row[key] for key in read.keys), []).append(index)
+        entities = list(at)
+        protos = [
+            EntityKey(
+                join_keys=list(read.keys),
+                entity_values=[_entity_value(v, t) for v, t in zip(entity, read.value_types, strict=True)],
+            )
+            for entity in entities
+        ]
+        found = provider.online_read(
+            config=store.config, table=read.view, entity_keys=protos, requested_features=list(read.features)
+        )
+        for name in read.features:
+            column = columns[name] = [None] * len(rows)
+            for entity, (_, values) in zip(entities, found, strict=True):
+                if values:
+                    python = _python_value(values.get(name))
+                    for index in at[entity]:
+                        column[index] = python
+    return columns
 
 
 def online_features(
@@ -907,11 +999,17 @@ def online_features(
     *,
     service: str,
     settings: Settings | None = None,
+    sdk: bool = False,
 ) -> list[dict[str, Any]]:
     """Online lookup: for each row (its join keys), the row's keys plus the latest features of ``service``.
 
     Unknown entities (or a None key) give None feature values, not errors; extra columns of a row are
     ignored. Raises :class:`NotMaterializedError` when nothing of the service was ever materialized.
+
+    The store is read through Feast's provider, one ``online_read`` per feature view of the service (resolved
+    once per registry snapshot), each distinct entity once: the same rows and values as
+    ``FeatureStore.get_online_features`` (``sdk=True``, and services whose projections map join keys), without
+    its per-call resolution and response building, which cost about 0.1 ms per row.
     """
     settings = settings or get_settings()
     if not rows:
@@ -936,7 +1034,10 @@ def online_features(
         if absent:
             raise FeatureError(f"online lookup row {index} lacks {', '.join(absent)} (needs {', '.join(keys)})")
         entity_rows.append({key: "" if row[key] is None else str(row[key]) for key in keys})
-    response = store.get_online_features(features=resolved.service, entity_rows=entity_rows).to_dict()
+    if resolved.reads is not None and not sdk:
+        response = _read_online(store, resolved.reads, entity_rows)
+    else:
+        response = store.get_online_features(features=resolved.service, entity_rows=entity_rows).to_dict()
     names = [name for name in resolved.features if name in response]
     return [
         {**{key: row[key] for key in keys}, **{name: response[name][i] for name in names}} for i, row in enumerate(rows)
