@@ -447,7 +447,7 @@ def in_process_point(state: State, seconds: float, label: str, *, compiled: bool
 #: The hot path's steps, in order, as :meth:`Predictor.score` runs them (``profile``).
 STEPS = (
     ("request rows", "the validated rows to dicts, event time in UTC, local date and clock"),
-    ("online lookup", "`features.online_features`: the Feast SDK's `get_online_features` for the feature service"),
+    ("online lookup", "`features.online_features`: one Feast provider `online_read` per feature view of the service"),
     ("model input", "the model's columns from the rows and the served features, encoded into one float matrix"),
     ("model", "Treelite's GTIL over the matrix (one thread)"),
     ("predictions", "one pydantic `Prediction` per row, with its request id"),
