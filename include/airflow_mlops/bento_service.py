@@ -11,7 +11,8 @@ and nothing else decides what it serves. The service answers:
   to the prediction log (:mod:`airflow_mlops.prediction_log`) without ever blocking or failing the request;
 - ``POST /predict_batch`` (the same body) -> ``[...]`` (a bare list of predictions): the same scoring
   behind BentoML's adaptive batching, which merges concurrent requests into one model call;
-- at most ``deploy.max_in_flight`` requests at once: one more gets 429, and a batched request that would wait past
+- at most ``deploy.max_in_flight`` requests at once (``MLOPS_MAX_IN_FLIGHT`` in the server's environment wins): one
+  more gets 429, and a batched request that would wait past
   ``deploy.batch_latency_ms`` gets 503; both with ``Retry-After``, counted in ``/metrics`` as
   ``requests_refused`` (:mod:`airflow_mlops.overload`);
 - ``GET /livez``, ``GET /readyz`` (ready once the model is loaded and the feature store answers), ``GET /metrics``
@@ -37,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from airflow_mlops.body_limit import MAX_BODY_BYTES, BodyLimit
 from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, BearerAuth, required_token
-from airflow_mlops.overload import Overload
+from airflow_mlops.overload import Overload, max_in_flight
 from airflow_mlops.serving import MAX_ROWS, request_schema
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
     )
     ModelService.add_asgi_middleware(
         Overload,
-        max_in_flight=spec.deploy.max_in_flight,
+        max_in_flight=max_in_flight(os.environ, spec.deploy.max_in_flight, f"model endpoint {spec.name}"),
         on_refused=lambda status, route: refused.labels(status=str(status), route=route).inc(),
     )
     ModelService.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)

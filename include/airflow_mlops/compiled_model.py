@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -173,7 +174,11 @@ def compile_model(model: Any) -> CompiledModel | None:
 
     encode, estimator = model.named_steps["encode"], model.named_steps["model"]
     numeric, categorical = model_columns(model)
-    trees = treelite.sklearn.import_model(estimator)
+    with warnings.catch_warnings():
+        # Treelite casts the boosting model's own category values to int64, NaN (missing, seen in training) too;
+        # a missing value is routed as missing either way, as the parity tests on rows with missing categories show.
+        warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
+        trees = treelite.sklearn.import_model(estimator)
     codes = _category_codes(encode, numeric, categorical) if categorical else []
     log.info(
         "compiled %s with Treelite (%d numeric, %d categorical inputs)",

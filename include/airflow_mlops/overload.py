@@ -15,13 +15,28 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow_mlops.endpoint_auth import OPEN_PATHS
 
 #: Statuses that mean "overloaded, try again": what gets ``Retry-After`` and is counted.
 REFUSED = (429, 503)
+#: The server's environment may set the admission limit without a new bento (it wins over ``deploy.max_in_flight``).
+MAX_IN_FLIGHT_VARIABLE = "MLOPS_MAX_IN_FLIGHT"
+
+
+def max_in_flight(environ: Mapping[str, str], default: int, what: str) -> int:
+    """The admission limit of ``what``: ``MLOPS_MAX_IN_FLIGHT`` when set, else ``default`` (the spec's)."""
+    raw = (environ.get(MAX_IN_FLIGHT_VARIABLE) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(
+            f"{what}: {MAX_IN_FLIGHT_VARIABLE}={raw!r} is not a positive whole number of requests "
+            f"(unset it to use deploy.max_in_flight, {default})"
+        )
+    return int(raw)
 
 
 class Overload:

@@ -36,9 +36,13 @@ def create_app() -> FastAPI:
 
     schema = predictor.schema
 
-    @app.post("/predict", response_model=schema.response)
-    def predict(body: schema.request) -> Any:  # type: ignore[valid-type]
+    def predict(body: Any) -> Any:
         return schema.response(predictions=predictor.score(getattr(body, schema.collection)).predictions)
+
+    # The request model is made at run time: give FastAPI the class itself (with postponed annotations it would
+    # see the text "schema.request", which it cannot resolve, and read the body as a query parameter).
+    predict.__annotations__["body"] = schema.request
+    app.post("/predict", response_model=schema.response)(predict)
 
     @app.get("/readyz")
     def readyz() -> dict[str, str]:

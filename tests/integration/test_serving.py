@@ -33,6 +33,7 @@ from airflow_mlops.deploy.smoke import SmokeTestFailed
 from airflow_mlops.embedded_db import ensure_started
 from airflow_mlops.endpoint_auth import AUTH_VARIABLE, TOKEN_HEADER, TOKEN_VARIABLE, auth_headers
 from airflow_mlops.features import build_features, feature_store, materialize_day, repo_config
+from airflow_mlops.overload import MAX_IN_FLIGHT_VARIABLE
 from airflow_mlops.packaging import package
 from airflow_mlops.pipeline import deploy_bento, prepare_training_set, smoke_and_commit
 from airflow_mlops.prediction_log import read_predictions
@@ -181,8 +182,12 @@ def test_the_prediction_log_holds_inputs_features_and_version(served: Served, se
     for column in ("temp", "carrier_delay_rate_7d", "plane_seats", "delay_probability", "logged_at", "date"):
         assert column in rows.columns, column
     assert rows["temp"].notna().all()  # the features as served were looked up
-    by_id = rows.set_index("request_id")["delay_probability"]
-    assert all(abs(by_id[a["request_id"]] - a["delay_probability"]) < 1e-12 for a in answers)
+    by_id = rows.set_index("request_id")
+    # Written by COPY in CSV: floats exactly, booleans, timestamps with their zone.
+    assert all(by_id.loc[a["request_id"], "delay_probability"] == a["delay_probability"] for a in answers)
+    assert all(bool(by_id.loc[a["request_id"], "delayed"]) == a["delayed"] for a in answers)
+    sent = {pd.Timestamp(f["time_hour"]) for f in body["flights"]}
+    assert set(rows["time_hour"]) == sent and str(rows["time_hour"].dt.tz) == "UTC"
 
 
 BAD_REQUESTS = [
@@ -261,6 +266,45 @@ def test_every_route_but_the_health_checks_requires_the_token(served: Served, se
         assert httpx.get(f"{server}{route}", timeout=10).status_code == 200, route
     # An unauthenticated body is never read: even one past the size limit gets 401, not 413.
     assert httpx.post(f"{server}/predict", content=b"x" * 2_000_000, timeout=60).status_code == 401
+
+
+def test_past_its_admission_limit_the_server_answers_429_with_retry_after_and_counts_it(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same bento under a second ``bentoml serve`` whose environment sets the admission limit to 1 request:
+    eight clients each post a full batch (1000 flights, tens of milliseconds to score) at the same moment."""
+    monkeypatch.setenv(MAX_IN_FLIGHT_VARIABLE, "1")
+    record = start_bento_server(served.bento.tag, free_port(), served.settings, name="admission")
+    try:
+        body = {"flights": flights_payload(flights(1))["flights"] * MAX_ROWS}
+        start = threading.Barrier(8)
+        answers: list[httpx.Response] = []
+
+        def post() -> None:
+            start.wait()
+            answers.append(httpx.post(f"{record['url']}/predict", json=body, headers=auth(), timeout=120))
+
+        clients = [threading.Thread(target=post) for _ in range(8)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        statuses = Counter(a.status_code for a in answers)
+        assert set(statuses) == {200, 429} and statuses[200] >= 1, statuses
+        refused = [a for a in answers if a.status_code == 429]
+        assert all(a.headers["retry-after"] == "1" and "1 at once" in a.json()["error"] for a in refused)
+        assert all(len(a.json()["predictions"]) == MAX_ROWS for a in answers if a.status_code == 200)
+        metrics = httpx.get(f"{record['url']}/metrics", headers=auth(), timeout=10).text
+        counted = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("requests_refused_total") and 'status="429"' in line
+        ]
+        assert counted and int(float(counted[0].rsplit(" ", 1)[1])) == statuses[429], counted
+        assert httpx.get(f"{record['url']}/readyz", timeout=10).status_code == 200  # health checks never refused
+    finally:
+        stop_tree(record["pid"])
+        assert not alive(record["pid"])
 
 
 def test_exported_bento_runs_its_container_entrypoint_on_8080(served: Served, tmp_path: Path) -> None:

@@ -10,12 +10,13 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from airflow_mlops.overload import Overload
+from airflow_mlops.overload import MAX_IN_FLIGHT_VARIABLE, Overload, max_in_flight
 
 
 def _app(release: asyncio.Event) -> Starlette:
@@ -79,3 +80,11 @@ def test_a_failing_counter_never_fails_the_answer() -> None:
 
     answer = asyncio.run(scenario())
     assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+
+
+def test_the_environment_sets_the_limit_and_a_bad_value_is_named() -> None:
+    assert max_in_flight({}, 128, "model endpoint m") == 128
+    assert max_in_flight({MAX_IN_FLIGHT_VARIABLE: " 8 "}, 128, "model endpoint m") == 8
+    for bad in ("0", "-3", "many", "2.5"):
+        with pytest.raises(ValueError, match=rf"model endpoint m: MLOPS_MAX_IN_FLIGHT='{bad}' is not a positive"):
+            max_in_flight({MAX_IN_FLIGHT_VARIABLE: bad}, 128, "model endpoint m")
