@@ -20,6 +20,7 @@ batches; a write error is logged and counted, never raised to the caller.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -95,13 +96,24 @@ class PostgresSink:
         frame.to_sql(self.table, self.engine, if_exists="append", index=False, method=_copy_rows, chunksize=10_000)
 
 
+def _csv_value(value: Any) -> Any:
+    """A value as COPY reads it into the column the first batch created: NaN as NULL, a whole float as an integer
+    (pandas turns an integer column with a missing value into floats, which a ``bigint`` column refuses as text)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return int(value)
+    return value
+
+
 def _copy_rows(table: Any, conn: Any, keys: list[str], rows: Any) -> None:
     """``DataFrame.to_sql`` insertion method: ``COPY ... FROM STDIN`` in CSV (None is NULL), psycopg2's or 3's."""
     import csv
     import io
 
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
+    csv.writer(buffer).writerows([_csv_value(value) for value in row] for row in rows)
     buffer.seek(0)
     columns = ", ".join('"{}"'.format(key.replace('"', '""')) for key in keys)
     name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'

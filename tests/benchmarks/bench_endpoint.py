@@ -646,6 +646,15 @@ def render(points: list[Point], servers: dict[str, Server], state: State, contex
         "that does the same work with nothing else.",
         f"- **Where a batch goes.** For {BATCH_ROWS} flights the heaviest step is *{heaviest}*, {share:.0%} of "
         f"the hot path ({large[heaviest]:.0f} ms of {sum(large.values()):.0f}).",
+        f"- **Batching.** `/predict_batch` at 64 answered {batched64.throughput:.0f} req/s, "
+        f"{batched64.throughput / end16.throughput:.2f}x `/predict` at 16 (target {MIN_BATCHING_GAIN:g}x). It merges "
+        f"the model call (about {small['model']:.2f} ms of a request), and the server's CPU per request fell from "
+        f"{_ms(by[ENDPOINT, 64].server_cpu_ms)} ms (`/predict` at 64) to {_ms(batched64.server_cpu_ms)} ms; what is "
+        "left is paid per request whatever the batch (HTTP, JSON and pydantic validation, BentoML's request path, "
+        f"the log records) in one Python worker, which used {_ms(batched64.server_cores, 2)} of the "
+        f"{os.cpu_count()} cores it shares with the load generator. At concurrency 1 the route waits for requests "
+        f"to batch with: p99 {by[BATCHED, 1].p99:.0f} ms against {end1.p99:.0f} ms for `/predict` (BentoML's "
+        "dispatcher learns its wait from the traffic it saw); single requests belong on `/predict`.",
     ]
     return "\n".join(lines)
 
