@@ -113,11 +113,24 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
+def _commit() -> str:
+    """The checkout's commit, and whether files other than BENCHMARKS.md differ from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = [line for line in git("status", "--porcelain").splitlines() if not line.endswith("BENCHMARKS.md")]
+    return f"`{commit}`" + (" with uncommitted changes" if changed else "")
+
+
 def machine_info() -> str:
-    """One markdown line: date (UTC), CPU count and model, memory, OS, Python and Airflow versions."""
+    """One markdown line: date (UTC), commit, CPU count and model, memory, OS, Python and Airflow versions."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"Measured {now} on {os.cpu_count()} CPU(s) ({_cpu_model()}), {_memory_gib()} RAM, "
+        f"Measured {now} on commit {_commit()}, {os.cpu_count()} CPU(s) ({_cpu_model()}), {_memory_gib()} RAM, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
         f"Airflow {_version('apache-airflow')}."
     )
