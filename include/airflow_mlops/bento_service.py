@@ -11,7 +11,7 @@ and nothing else decides what it serves. The service answers:
   to the prediction log (:mod:`airflow_mlops.prediction_log`) without ever blocking or failing the request;
 - ``POST /predict_batch`` (the same body) -> ``[...]`` (a bare list of predictions): the same scoring
   behind BentoML's adaptive batching, which merges concurrent requests into one model call;
-- at most ``deploy.max_in_flight`` requests at once (``MLOPS_MAX_IN_FLIGHT`` in the server's environment wins): one
+- at most ``deploy.max_concurrency`` requests at once (``MLOPS_MAX_CONCURRENCY`` in the server's environment wins): one
   more gets 429, and a batched request that would wait past
   ``deploy.batch_latency_ms`` gets 503; both with ``Retry-After``, counted in ``/metrics`` as
   ``requests_refused`` (:mod:`airflow_mlops.overload`);
@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from airflow_mlops.body_limit import MAX_BODY_BYTES, BodyLimit
 from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, BearerAuth, required_token
-from airflow_mlops.overload import Overload, max_in_flight
+from airflow_mlops.overload import Overload, max_concurrency
 from airflow_mlops.serving import MAX_ROWS, request_schema
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,13 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
 
     spec = load_spec(Path(spec_file))
     schema = request_schema(spec)
+    limit = max_concurrency(os.environ, spec.deploy.max_concurrency, f"model endpoint {spec.name}")  # bad: fail now
     sagemaker = FastAPI(title=f"{spec.name} SageMaker contract", docs_url=None, redoc_url=None, openapi_url=None)
 
     @bentoml.service(
         name=spec.name.replace("_", "-"),
-        traffic={"timeout": 30, "max_concurrency": 256},
+        # No BentoML max_concurrency: admission is Overload's (deploy.max_concurrency), whose 429 says Retry-After.
+        traffic={"timeout": 30},
         workers=1,
         # Scoring releases the GIL in scikit-learn's compiled code: a few threads keep both cores busy.
         threads=4,
@@ -112,7 +114,7 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
             return schema.response(predictions=self._score(body[schema.collection]))
 
         # The dispatcher refuses (503, with Retry-After from Overload) a request it predicts it cannot answer within
-        # the budget: deploy.batch_latency_ms, well above max_in_flight times one call (about a millisecond).
+        # the budget: deploy.batch_latency_ms, well above max_concurrency times one call (about a millisecond).
         @bentoml.api(
             route="/predict_batch",
             batchable=True,
@@ -155,13 +157,13 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
         log.warning("%s: no %s: the endpoint answers without a token", spec.name, TOKEN_VARIABLE)
     refused = bentoml.metrics.Counter(
         name="requests_refused",
-        documentation="requests refused as overloaded, with Retry-After (429: past deploy.max_in_flight; "
+        documentation="requests refused as overloaded, with Retry-After (429: past deploy.max_concurrency; "
         "503: past the batch latency budget)",
         labelnames=["status", "route"],
     )
     ModelService.add_asgi_middleware(
         Overload,
-        max_in_flight=max_in_flight(os.environ, spec.deploy.max_in_flight, f"model endpoint {spec.name}"),
+        max_concurrency=limit,
         on_refused=lambda status, route: refused.labels(status=str(status), route=route).inc(),
     )
     ModelService.add_asgi_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)

@@ -860,7 +860,7 @@ def _not_materialized(store: FeatureStore, service: str) -> NotMaterializedError
 
 
 @dataclass(frozen=True)
-class _ViewRead:
+class _OnlineView:
     """One feature view of a service as the online store is read for it: its join keys and the service's features."""
 
     view: Any  #: the ``FeatureView`` as the registry holds it
@@ -879,7 +879,7 @@ class _Resolved:
     features: tuple[str, ...]
     materialized: bool
     #: per feature view, what :func:`_read_online` reads; None when a projection maps join keys (the SDK reads it)
-    reads: tuple[_ViewRead, ...] | None = None
+    reads: tuple[_OnlineView, ...] | None = None
 
 
 _RESOLVED: dict[tuple[int, str], _Resolved] = {}
@@ -904,7 +904,7 @@ def _resolve(store: FeatureStore, name: str, *, fresh: bool = False) -> _Resolve
     keys = tuple(sorted({column.name for view in views for column in view.entity_columns}))
     names = tuple(f.name for projection in service.feature_view_projections for f in projection.features)
     reads = tuple(
-        _ViewRead(
+        _OnlineView(
             view=view,
             keys=tuple(column.name for column in view.entity_columns),
             value_types=tuple(column.dtype.to_value_type() for column in view.entity_columns),
@@ -963,7 +963,7 @@ def _entity_value(value: str, value_type: Any) -> Any:
     return python_values_to_proto_values([value], feature_type=value_type)[0]
 
 
-def _read_online(store: FeatureStore, reads: Sequence[_ViewRead], rows: list[dict[str, str]]) -> dict[str, list[Any]]:
+def _read_online(store: FeatureStore, reads: Sequence[_OnlineView], rows: list[dict[str, str]]) -> dict[str, list[Any]]:
     """The features of ``reads`` for each of ``rows`` (join keys as strings), column by column, in row order."""
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 

@@ -297,14 +297,14 @@ class Deploy(_Strict):
     kubernetes: KubernetesDeploy = Field(default_factory=KubernetesDeploy)
     smoke_rows: Annotated[int, Field(ge=1, le=1000)] = 50
     smoke_tolerance: Annotated[float, Field(ge=0, le=1)] = 1e-6
-    max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = Field(
+    max_concurrency: Annotated[int, Field(ge=1, le=10_000)] = Field(
         default=128,
         description="requests one model server answers or queues at once; more get 429 with Retry-After",
     )
     batch_latency_ms: Annotated[int, Field(ge=10, le=60_000)] = Field(
         default=1000,
         description="how long a /predict_batch request may wait for its batch before 503 with Retry-After "
-        "(keep it above max_in_flight times the cost of one call)",
+        "(keep it above max_concurrency times the cost of one call)",
     )
 
 

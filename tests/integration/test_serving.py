@@ -33,7 +33,7 @@ from airflow_mlops.deploy.smoke import SmokeTestFailed
 from airflow_mlops.embedded_db import ensure_started
 from airflow_mlops.endpoint_auth import AUTH_VARIABLE, TOKEN_HEADER, TOKEN_VARIABLE, auth_headers
 from airflow_mlops.features import build_features, feature_store, materialize_day, repo_config
-from airflow_mlops.overload import MAX_IN_FLIGHT_VARIABLE
+from airflow_mlops.overload import MAX_CONCURRENCY_VARIABLE
 from airflow_mlops.packaging import package
 from airflow_mlops.pipeline import deploy_bento, prepare_training_set, smoke_and_commit
 from airflow_mlops.prediction_log import read_predictions
@@ -273,7 +273,7 @@ def test_past_its_admission_limit_the_server_answers_429_with_retry_after_and_co
 ) -> None:
     """The same bento under a second ``bentoml serve`` whose environment sets the admission limit to 1 request:
     eight clients each post a full batch (1000 flights, tens of milliseconds to score) at the same moment."""
-    monkeypatch.setenv(MAX_IN_FLIGHT_VARIABLE, "1")
+    monkeypatch.setenv(MAX_CONCURRENCY_VARIABLE, "1")
     record = start_bento_server(served.bento.tag, free_port(), served.settings, name="admission")
     try:
         body = {"flights": flights_payload(flights(1))["flights"] * MAX_ROWS}

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from airflow_mlops.overload import MAX_IN_FLIGHT_VARIABLE, Overload, max_in_flight
+from airflow_mlops.overload import MAX_CONCURRENCY_VARIABLE, Overload, max_concurrency
 
 
 def _app(release: asyncio.Event) -> Starlette:
@@ -40,12 +40,12 @@ def test_past_the_limit_a_request_gets_429_with_retry_after_and_is_counted() -> 
     async def scenario() -> dict[str, Any]:
         release = asyncio.Event()
         app = Overload(
-            _app(release), max_in_flight=3, retry_after_seconds=2, on_refused=lambda s, p: refused.append((s, p))
+            _app(release), max_concurrency=3, retry_after_seconds=2, on_refused=lambda s, p: refused.append((s, p))
         )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://model") as client:
             held = [asyncio.create_task(client.post("/predict", json={})) for _ in range(3)]
-            while app.in_flight < 3:
+            while app.active < 3:
                 await asyncio.sleep(0.001)
             extra = await client.post("/predict", json={})
             health = await client.get("/livez")  # never refused
@@ -65,7 +65,7 @@ def test_past_the_limit_a_request_gets_429_with_retry_after_and_is_counted() -> 
     # A 503 from inside (BentoML's dispatcher shedding) keeps its status and body, and gains Retry-After.
     assert seen["shed"].status_code == 503 and seen["shed"].headers["retry-after"] == "2"
     assert seen["shed"].json() == {"error": "process is overloaded"}
-    assert seen["after"].status_code == 200 and seen["app"].in_flight == 0  # the slots came back
+    assert seen["after"].status_code == 200 and seen["app"].active == 0  # the slots came back
     assert refused == [(429, "/predict"), (503, "/shed")]
 
 
@@ -74,7 +74,7 @@ def test_a_failing_counter_never_fails_the_answer() -> None:
         raise RuntimeError("metrics down")
 
     async def scenario() -> httpx.Response:
-        app = Overload(_app(asyncio.Event()), max_in_flight=1, on_refused=broken)
+        app = Overload(_app(asyncio.Event()), max_concurrency=1, on_refused=broken)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://model") as client:
             return await client.post("/shed", json={})
 
@@ -83,8 +83,8 @@ def test_a_failing_counter_never_fails_the_answer() -> None:
 
 
 def test_the_environment_sets_the_limit_and_a_bad_value_is_named() -> None:
-    assert max_in_flight({}, 128, "model endpoint m") == 128
-    assert max_in_flight({MAX_IN_FLIGHT_VARIABLE: " 8 "}, 128, "model endpoint m") == 8
+    assert max_concurrency({}, 128, "model endpoint m") == 128
+    assert max_concurrency({MAX_CONCURRENCY_VARIABLE: " 8 "}, 128, "model endpoint m") == 8
     for bad in ("0", "-3", "many", "2.5"):
-        with pytest.raises(ValueError, match=rf"model endpoint m: MLOPS_MAX_IN_FLIGHT='{bad}' is not a positive"):
-            max_in_flight({MAX_IN_FLIGHT_VARIABLE: bad}, 128, "model endpoint m")
+        with pytest.raises(ValueError, match=rf"model endpoint m: MLOPS_MAX_CONCURRENCY='{bad}' is not a positive"):
+            max_concurrency({MAX_CONCURRENCY_VARIABLE: bad}, 128, "model endpoint m")
