@@ -65,7 +65,7 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
         # No BentoML max_concurrency: admission is Overload's (deploy.max_concurrency), whose 429 says Retry-After.
         traffic={"timeout": 30},
         workers=1,
-        # Scoring releases the GIL in scikit-learn's compiled code: a few threads keep both cores busy.
+        # Scoring releases the GIL in compiled code (Treelite, SQLite): a few threads keep both cores busy.
         threads=4,
         metrics={"enabled": True},
     )
