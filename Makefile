@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV     := $(BIN)/python -m uv
 UV_PIN := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements.lock)
 
-.PHONY: help install demo up test test-unit test-dags test-integration bench lint format lock stop clean
+.PHONY: help install demo up test test-faults test-unit test-dags test-integration bench lint format lock stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ up: install  ## start what is not running: the database, Airflow, each model's @
 
 test: install  ## the whole test suite (unit, DAG, integration against real servers)
 	$(BIN)/pytest
+
+test-faults: install  ## the fault suite: processes killed, disks full, servers down; writes docs/reliability.md's table
+	MLOPS_FAULTS_REPORT=docs/reliability.md $(BIN)/pytest tests/faults
 
 test-unit: install
 	$(BIN)/pytest tests/unit

@@ -6,7 +6,12 @@ in the JSON state file that :mod:`airflow_mlops.deploy.local` maintains. The fil
 already sent to the old backend finish there, new ones go to the new backend. ``GET /-/router`` tells the
 active backend and the requests pending per backend, which the deployer watches to stop the old server only
 once it is drained, and the router's id (:func:`router_id`, a digest of its state file: the deployer recognizes its
-own router without the router revealing a path). With no active backend the router answers 503; a request body
+own router without the router revealing a path). With no active backend the router answers 503; when the active
+backend cannot be reached, or takes a request and closes the connection without an answer (it died), 502; when
+it does not answer within 60 s, 504 (each with ``Retry-After``; a request never sent is tried once on the new
+active backend, one that was sent is not, since it may have run). After such a failure the backend gets no
+request until its ``/readyz`` answers again (probed every half second): meanwhile requests get 503 at once, so
+none waits on a server whose worker BentoML is restarting. A request body
 over :data:`~airflow_mlops.body_limit.MAX_BODY_BYTES` gets 413 before anything is forwarded. With
 ``MLOPS_ENDPOINT_TOKEN`` in its environment (always, when the local deployer starts it) the router requires
 the same bearer token as the bento servers on every route, ``/-/router`` included, except the health checks
@@ -21,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -30,6 +36,10 @@ from airflow_mlops.body_limit import MAX_BODY_BYTES, BodyLimit
 from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, BearerAuth, required_token
 
 log = logging.getLogger(__name__)
+
+#: How often a failed backend is probed (``GET /readyz``), and how long a probe may take, in seconds.
+PROBE_INTERVAL = 0.5
+PROBE_TIMEOUT = 1.0
 
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "host"}
 
@@ -49,6 +59,8 @@ class Backends:
         self.version: int | None = None
         self.pending: Counter[str] = Counter()
         self.switches = 0
+        #: Backends whose last request failed in transport, with when they were last probed (monotonic seconds).
+        self.failed: dict[str, float] = {}
 
     def current(self) -> str | None:
         try:
@@ -71,6 +83,14 @@ class Backends:
         return self.active
 
 
+def _upstream_failed(status: int, what: str, exc: Exception) -> Any:
+    """A clear 502/504 for a request the backend took and did not answer (it died, or was too slow)."""
+    from starlette.responses import JSONResponse
+
+    log.warning("%s: %s: %s", what, type(exc).__name__, exc)
+    return JSONResponse({"error": f"{what}: {type(exc).__name__}"}, status_code=status, headers={"Retry-After": "1"})
+
+
 def create_app(state: Path, token: str | None = None) -> Any:
     """The router as a Starlette app (httpx forwards, with keep-alive connections to the backends).
 
@@ -84,6 +104,29 @@ def create_app(state: Path, token: str | None = None) -> Any:
 
     backends = Backends(state)
     client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=httpx.Limits(max_connections=512))
+
+    async def answering(backend: str) -> bool:
+        """False while a backend whose last request failed does not pass ``/readyz`` (probed at most every
+        :data:`PROBE_INTERVAL` seconds, waiting :data:`PROBE_TIMEOUT`): requests get a 503 at once instead of
+        queueing on a server that is gone or restarting its worker (whose socket still accepts connections)."""
+        probed = backends.failed.get(backend)
+        if probed is None:
+            return True
+        now = time.monotonic()
+        if now - probed < PROBE_INTERVAL:
+            return False
+        backends.failed[backend] = now
+        try:
+            ready = (await client.get(backend + "/readyz", timeout=PROBE_TIMEOUT)).status_code == 200
+        except httpx.HTTPError:
+            ready = False
+        if ready:
+            backends.failed.pop(backend, None)
+            log.info("router: %s answers again", backend)
+        return ready
+
+    def failed(backend: str) -> None:
+        backends.failed.setdefault(backend, time.monotonic() - PROBE_INTERVAL)
 
     def status(_: Request) -> Response:
         backends.current()
@@ -109,6 +152,12 @@ def create_app(state: Path, token: str | None = None) -> Any:
             if backend in tried:
                 break
             tried.add(backend)
+            if not await answering(backend):
+                return JSONResponse(
+                    {"error": "model server is not answering (restarting or gone); try again shortly"},
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
             backends.pending[backend] += 1
             try:
                 upstream = await client.request(
@@ -118,9 +167,16 @@ def create_app(state: Path, token: str | None = None) -> Any:
                     content=body,
                     headers=headers,
                 )
-            except httpx.ConnectError as exc:
+            except httpx.ConnectError as exc:  # nothing was sent: the next active backend may take it
+                failed(backend)
                 last_error = exc
                 continue
+            except httpx.TimeoutException as exc:
+                failed(backend)
+                return _upstream_failed(504, "model server did not answer in time", exc)
+            except httpx.TransportError as exc:  # sent, then the connection broke: not retried (it may have run)
+                failed(backend)
+                return _upstream_failed(502, "model server closed the connection", exc)
             finally:
                 backends.pending[backend] -= 1
             response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}

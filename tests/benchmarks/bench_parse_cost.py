@@ -8,7 +8,11 @@ Two benchmarks, one run, written to the ``parse_cost`` section of ``BENCHMARKS.m
 2. **With 50 model specs**: the same files with ``MLOPS_MODELS_DIR`` holding 50 copies of
    ``include/models/flight_delay.yaml`` (``model_00`` .. ``model_49``) against the same folder with
    one. Target: at most 2x (DAGs generated from specs must not parse each spec expensively).
-3. **With 10 datasets**: ``MLOPS_DATASETS_DIR`` holding ``include/datasets/flights.yaml`` and 9 copies
+3. **The floor under 2**: ``parse_floor.py``, DAGs of ``train_<model>``'s shape (tasks, dependencies,
+   schedule, params) written from constants with only ``airflow.sdk``, parsed with 1 and with 50 DAGs: what
+   Airflow itself charges per DAG of that shape, and so how much of ``train.py``'s cost per spec is the
+   engine's.
+4. **With 10 datasets**: ``MLOPS_DATASETS_DIR`` holding ``include/datasets/flights.yaml`` and 9 copies
    (``dataset_01`` .. ``dataset_09``, beside the dataset's code and suites) against a folder holding only
    ``flights.yaml``, both with the one-spec models folder. Target: at most 2x.
 
@@ -16,7 +20,8 @@ The one-spec and 50-spec conditions also read a datasets folder with only ``flig
 conditions read the repository's folders as they are (both shipped examples).
 
 Every sample is a fresh interpreter (``parse_probe.py``) that first imports what the DAG processor
-has loaded (Airflow, the Task SDK, ``DagBag``) and then parses exactly one file; conditions are
+has loaded (Airflow, the Task SDK, ``DagBag``), freezes those objects for the garbage collector as the DAG
+processor does before it forks its parsing processes, and then parses exactly one file; conditions are
 interleaved round by round so that a change in machine load hits them alike, and a first warm-up
 round is discarded. Figures are medians. Nothing here asserts a timing.
 
@@ -48,6 +53,8 @@ SPEC_TEMPLATE = REPO_ROOT / "include" / "models" / "flight_delay.yaml"
 DATASETS_DIR = REPO_ROOT / "include" / "datasets"
 DATASET_TEMPLATE = DATASETS_DIR / "flights.yaml"
 PROBE = Path(__file__).resolve().with_name("parse_probe.py")
+FLOOR = Path(__file__).resolve().with_name("parse_floor.py")
+FLOOR_COUNT_VARIABLE = "PARSE_FLOOR_DAGS"
 
 N_SPECS = 50
 N_DATASETS = 10
@@ -106,6 +113,7 @@ class Condition:
     file: Path
     models_dir: Path | None = None
     datasets_dir: Path | None = None
+    floor_dags: int | None = None
 
 
 @dataclass
@@ -191,7 +199,9 @@ def check_dataset_folder(folder: Path, expected: int) -> None:
         raise RuntimeError(f"{folder}: expected {expected} valid datasets, got {len(loaded.datasets)}\n{errors}")
 
 
-def sample_env(state: Path, models_dir: Path | None, datasets_dir: Path | None = None) -> dict[str, str]:
+def sample_env(
+    state: Path, models_dir: Path | None, datasets_dir: Path | None = None, floor_dags: int | None = None
+) -> dict[str, str]:
     """A child's environment: the caller's minus ``AIRFLOW*``/``MLOPS_*``, state under ``state``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_ISOLATED_PREFIXES)}
     env.update(
@@ -206,6 +216,8 @@ def sample_env(state: Path, models_dir: Path | None, datasets_dir: Path | None =
         env["MLOPS_MODELS_DIR"] = str(models_dir)
     if datasets_dir is not None:
         env["MLOPS_DATASETS_DIR"] = str(datasets_dir)
+    if floor_dags is not None:
+        env[FLOOR_COUNT_VARIABLE] = str(floor_dags)
     return env
 
 
@@ -215,7 +227,7 @@ def sample(condition: Condition, state: Path) -> ProbeResult:
     out.unlink(missing_ok=True)
     proc = subprocess.run(
         [sys.executable, "-P", str(PROBE), str(condition.file), str(out)],
-        env=sample_env(state, condition.models_dir, condition.datasets_dir),
+        env=sample_env(state, condition.models_dir, condition.datasets_dir, condition.floor_dags),
         cwd=state,
         capture_output=True,
         text=True,
@@ -266,8 +278,9 @@ def render(files: list[Path], results: dict[str, Samples], samples: int) -> str:
         f"`FileLoadStat.duration` from Airflow's `DagBag` (what the DAG processor records per file), median of "
         f"{samples} fresh interpreters per row after one discarded warm-up round, conditions interleaved. Each "
         f"interpreter first imports `airflow.dag_processing.processor` (Airflow, Task SDK, `DagBag`; median "
-        f"{warmup:.2f} s, not counted), then parses exactly one file. The stub is a one-`@task` DAG "
-        f"(`schedule=None`) importing only `airflow.sdk`.",
+        f"{warmup:.2f} s, not counted), freezes those objects for the garbage collector (`gc.freeze()`, as the DAG "
+        "processor's manager does before it forks the processes that parse files), then parses exactly one file. "
+        "The stub is a one-`@task` DAG (`schedule=None`) importing only `airflow.sdk`.",
         "",
         "### Per DAG file",
         "",
@@ -303,6 +316,7 @@ def render(files: list[Path], results: dict[str, Samples], samples: int) -> str:
             f"| `dags/{f.relative_to(DAGS_DIR)}` | {one.dags} -> {many.dags} | {one.median:.3f} | {many.median:.3f} "
             f"| {ratio:.2f}x | <= {MAX_SPEC_RATIO}x | {_verdict(ratio <= MAX_SPEC_RATIO, errors)} |"
         )
+    lines += _floor_lines(files, results)
     lines += [
         "",
         f"### With {N_DATASETS} datasets",
@@ -330,6 +344,39 @@ def render(files: list[Path], results: dict[str, Samples], samples: int) -> str:
     return "\n".join(lines)
 
 
+def _per_dag_ms(one: Samples, many: Samples) -> float:
+    """What each DAG past the first adds to the parse, in milliseconds (medians)."""
+    return (many.median - one.median) / max(many.dags - one.dags, 1) * 1000
+
+
+def _floor_lines(files: list[Path], results: dict[str, Samples]) -> list[str]:
+    """The floor's row and the per-DAG comparison of every file that makes one DAG per spec."""
+    one, many = results["floor:one"], results["floor:many"]
+    errors = one.import_errors | many.import_errors
+    floor_ms = _per_dag_ms(one, many)
+    lines = [
+        f"| Airflow floor: `tests/benchmarks/parse_floor.py` | {one.dags} -> {many.dags} | {one.median:.3f} "
+        f"| {many.median:.3f} | {many.median / one.median:.2f}x | - | {'ERROR (import error)' if errors else '-'} |",
+        "",
+        "The floor builds DAGs of `train_<model>`'s shape (the same seven TaskFlow tasks and dependencies, "
+        "two-asset schedule, two trigger params, `default_args`, outlets) from constants, importing only "
+        "`airflow.sdk`: what Airflow itself charges per DAG of that shape. Per DAG past the first:",
+        "",
+        "| file | ms per extra DAG | the floor's (ms) | engine's own (ms) | per extra DAG / floor's |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for f in files:
+        first, fifty = results[f"one:{f}"], results[f"many:{f}"]
+        if fifty.dags <= first.dags:
+            continue
+        ms = _per_dag_ms(first, fifty)
+        lines.append(
+            f"| `dags/{f.relative_to(DAGS_DIR)}` | {ms:.1f} | {floor_ms:.1f} | {ms - floor_ms:.1f} "
+            f"| {ms / floor_ms:.2f}x |"
+        )
+    return lines
+
+
 def run(samples: int | None = None) -> str:
     """Measure, write the ``parse_cost`` section of ``BENCHMARKS.md`` and return its markdown."""
     samples = samples or int(os.environ.get("BENCH_SAMPLES", DEFAULT_SAMPLES))
@@ -352,7 +399,11 @@ def run(samples: int | None = None) -> str:
         state = tmp / "state"
         state.mkdir()
 
-        conditions = [Condition("stub", "stub", stub)]
+        conditions = [
+            Condition("stub", "stub", stub),
+            Condition("floor:one", "floor (1 DAG)", FLOOR, floor_dags=1),
+            Condition("floor:many", f"floor ({N_SPECS} DAGs)", FLOOR, floor_dags=N_SPECS),
+        ]
         for f in files:
             rel = f.relative_to(DAGS_DIR)
             conditions += [
