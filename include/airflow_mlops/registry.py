@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.evaluation import GateDecision, Scores, gate, score
+from airflow_mlops.locks import file_lock
 from airflow_mlops.model_files import DIGEST_TAG, load_trusted, model_file, trusted_types_of
 from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings
 from airflow_mlops.specs import ModelSpec, SpecFileError, load_spec
@@ -765,15 +766,30 @@ def decide(
     return decision
 
 
+def promotion_lock(model: str, settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """The lock that serializes promotions of ``model``: a file lock in the state folder (``$MLOPS_HOME/locks``).
+
+    It holds among the processes that share the state folder: Airflow's tasks on one machine (LocalExecutor) and
+    the CLI. On several machines (CeleryExecutor), the train DAG's ``max_active_runs=1`` keeps two runs of one model
+    apart; a CLI training at the same time must run where the workers share the state folder.
+    """
+    return file_lock(settings.home / "locks" / f"{model}.promote.lock")
+
+
 def promote(spec: ModelSpec, ref: ModelVersionRef, *, settings: Settings | None = None) -> None:
     """Move ``@champion`` to ``ref`` (the old champion keeps ``@previous``); only for a version whose gate passed.
 
     Refused with :class:`RegistryError` (nothing moves) when the version was not gated, was rejected, or was gated
     against another champion than the current one (gate again first). Promoting the current champion is a no-op.
+
+    Two promotions of one model never interleave: the check and the two alias writes happen under a lock of the
+    state folder (:func:`promotion_lock`), so of two challengers gated against the same champion (a request and a
+    drift event trained at once), the first moves ``@champion`` and the second is refused (gated against another
+    champion) instead of both "winning" and ``@previous`` losing one of them.
     """
     settings = settings or get_settings()
     client = _client(settings)
-    with _errors(settings, f"promoting {ref.uri}"):
+    with promotion_lock(spec.name, settings), _errors(settings, f"promoting {ref.uri}"):
         version = client.get_model_version(ref.name, str(ref.version))
         decision = version.tags.get(DECISION_TAG)
         if decision != "promote":
