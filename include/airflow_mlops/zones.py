@@ -10,13 +10,17 @@ Keyed by dataset first, so two datasets with a table of the same name never touc
 DuckDB, Feast's offline store and pandas read the layout as it is.
 
 Writes go to a hidden file next to their target and are renamed into place (``os.replace``), so a reader
-never sees half a file and a failed write leaves the previous file as it was.
+never sees half a file and a failed write leaves the previous file as it was. A write the file system refuses
+(a full disk, a read-only mount) raises an ``OSError`` that names the target and, for a full disk, the space
+left; a process killed mid-write leaves at most a hidden ``.<name>.<hex>.tmp`` file, which no reader sees.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Mapping
 from datetime import date
@@ -61,6 +65,18 @@ def aside(path: Path, suffix: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.{suffix}")
 
 
+def _refused(exc: OSError, path: Path) -> OSError:
+    """``exc`` again, its message naming the file being written (and the space left, when the disk is full)."""
+    detail = f"cannot write {path}: {exc.strerror or exc}"
+    if exc.errno == errno.ENOSPC:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        detail += f" ({free:,} bytes free on its file system)" if free is not None else ""
+    return OSError(exc.errno, detail)
+
+
 def write_text_atomic(text: str, path: Path, *, private: bool = False) -> None:
     """Write ``text`` (UTF-8) next to ``path`` and rename it into place.
 
@@ -74,6 +90,9 @@ def write_text_atomic(text: str, path: Path, *, private: bool = False) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _refused(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -91,6 +110,9 @@ def write_parquet_aside(frame: pd.DataFrame, path: Path) -> Path:
     tmp = aside(path)
     try:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _refused(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
