@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from airflow_mlops.body_limit import MAX_BODY_BYTES, BodyLimit
 from airflow_mlops.endpoint_auth import TOKEN_VARIABLE, BearerAuth, required_token
-from airflow_mlops.overload import Overload, max_concurrency
+from airflow_mlops.overload import Overload, max_concurrency, unavailable
 from airflow_mlops.serving import MAX_ROWS, request_schema
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,11 @@ warnings.filterwarnings("ignore", message=r".*__get_pydantic_core_schema__.*", c
 def build_service(model_tag: str, spec_file: str | Path) -> Any:
     """The BentoML service class serving BentoML model ``model_tag`` with the spec in ``spec_file``."""
     import bentoml
+    from bentoml.exceptions import ServiceUnavailable
     from fastapi.responses import JSONResponse
     from pydantic import ValidationError
 
+    from airflow_mlops.features import OnlineStoreUnavailable
     from airflow_mlops.specs import load_spec
 
     spec = load_spec(Path(spec_file))
@@ -98,7 +100,12 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
             log.info("%s: serving model version %s (%s)", spec.name, version, model_tag)
 
         def _score(self, rows: list[Any]) -> list[Any]:
-            scored = self.predictor.score(rows)
+            try:
+                scored = self.predictor.score(rows)
+            except OnlineStoreUnavailable as exc:  # 503 with the reason and Retry-After: the next request tries again
+                log.warning("%s", exc)
+                unavailable(str(exc))
+                raise ServiceUnavailable(str(exc)) from exc
             try:
                 self.log.log(scored.log_records(spec.name))
                 for outcome in ("queued", "written", "dropped", "failed"):
@@ -143,7 +150,10 @@ def build_service(model_tag: str, spec_file: str | Path) -> Any:
                 return JSONResponse(
                     {"error": f"{exc.error_count()} validation error(s)", "detail": _errors(exc)}, status_code=400
                 )
-            predictions = await run_in_threadpool(self._score, getattr(body, schema.collection))
+            try:
+                predictions = await run_in_threadpool(self._score, getattr(body, schema.collection))
+            except ServiceUnavailable as exc:
+                return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
             return schema.response(predictions=predictions).model_dump()
 
         @bentoml.on_shutdown

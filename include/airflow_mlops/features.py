@@ -67,6 +67,11 @@ ONLINE_STORE_FILE = "online_store.db"
 PRODUCTION_VARIABLES = ("MLOPS_FEAST_REGISTRY_URL", "MLOPS_FEAST_REDIS_URL")
 #: Optional: overrides the Feast project name of the production profile (isolates test runs).
 PROJECT_VARIABLE = "MLOPS_FEAST_PROJECT"
+#: What the production profile's Redis client gets unless its connection string says otherwise: 2 s to connect,
+#: 2 s per read, no retry inside a lookup. By default redis-py waits forever for a read, and retries 3 times with
+#: backoff: a lookup on a Redis that stopped answering took 15 s there (measured by the fault suite), past the
+#: clients' timeouts; with these it fails in 2 s, the endpoint answers 503 and the client's retry tries again.
+REDIS_DEFAULTS = {"socket_connect_timeout": "2", "socket_timeout": "2", "retry": "null"}
 
 #: Tag on every applied feature service: digest of the definitions and source paths it was applied from.
 FINGERPRINT_TAG = "airflow_mlops/fingerprint"
@@ -98,6 +103,11 @@ class FeatureJoinError(FeatureError):
 
 class FeatureStoreConfigError(FeatureError):
     """The Feast configuration of the active profile is incomplete (for example a missing variable)."""
+
+
+class OnlineStoreUnavailable(FeatureError):
+    """The online store (or the registry it is read through) did not answer a lookup: down, unreachable or too
+    slow. Serving answers 503 with this message; the next lookup tries again."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -411,6 +421,12 @@ def _production_config_dict() -> dict[str, Any]:
     project = os.environ.get(PROJECT_VARIABLE, "").strip()
     if project:
         raw["project"] = project
+    online = raw.get("online_store", {})
+    if online.get("type") == "redis":
+        connection = str(online.get("connection_string", ""))
+        given = {part.split("=", 1)[0].strip() for part in connection.split(",") if "=" in part}
+        extra = [f"{name}={value}" for name, value in REDIS_DEFAULTS.items() if name not in given]
+        online["connection_string"] = ",".join([connection, *extra])
     return raw
 
 
@@ -1034,10 +1050,17 @@ def online_features(
         if absent:
             raise FeatureError(f"online lookup row {index} lacks {', '.join(absent)} (needs {', '.join(keys)})")
         entity_rows.append({key: "" if row[key] is None else str(row[key]) for key in keys})
-    if resolved.reads is not None and not sdk:
-        response = _read_online(store, resolved.reads, entity_rows)
-    else:
-        response = store.get_online_features(features=resolved.service, entity_rows=entity_rows).to_dict()
+    try:
+        if resolved.reads is not None and not sdk:
+            response = _read_online(store, resolved.reads, entity_rows)
+        else:
+            response = store.get_online_features(features=resolved.service, entity_rows=entity_rows).to_dict()
+    except FeatureError:
+        raise
+    except Exception as exc:  # the store's own client errors (redis, sqlite3, ...): one kind for the callers
+        raise OnlineStoreUnavailable(
+            f"online store ({store.config.online_store.type}) unavailable for {service}: {type(exc).__name__}: {exc}"
+        ) from exc
     names = [name for name in resolved.features if name in response]
     return [
         {**{key: row[key] for key in keys}, **{name: response[name][i] for name in names}} for i, row in enumerate(rows)

@@ -8,12 +8,18 @@ Both carry ``Retry-After`` (seconds) so that clients and load balancers back off
 both are counted by ``on_refused(status, path)`` (the bento service counts them in ``/metrics``). The health
 checks are never refused.
 
+A request the application cannot answer for another reason (the online store is down) may say why with
+:func:`unavailable` before it fails with 503: the client then gets ``{"error": <reason>}`` instead of the
+framework's generic "unexpected error" (BentoML hides the message of every 5xx), with ``Retry-After``; it is not
+counted as overload.
+
 Only the standard library (and :mod:`airflow_mlops.endpoint_auth`'s open paths).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,6 +43,21 @@ def max_concurrency(environ: Mapping[str, str], default: int, what: str) -> int:
             f"(unset it to use deploy.max_concurrency, {default})"
         )
     return int(raw)
+
+
+#: The reason the current request is answered 503, as :func:`unavailable` records it (a box per request).
+_UNAVAILABLE: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("mlops_unavailable", default=None)
+
+
+def unavailable(reason: str) -> None:
+    """Say why this request is about to fail with 503; :class:`Overload` sends ``{"error": reason}``.
+
+    Callable from the request's worker thread: the thread runs in a copy of the request's context, and the box
+    that copy holds is the request's own.
+    """
+    box = _UNAVAILABLE.get()
+    if box is not None:
+        box["reason"] = reason
 
 
 class Overload:
@@ -65,17 +86,42 @@ class Overload:
             await self._refuse(send, path)
             return
         self.active += 1
+        box: dict[str, str] = {}
+        held: dict[str, Any] = {}
 
         async def send_with_retry_after(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start" and message["status"] in REFUSED:
+                if message["status"] == 503 and "reason" in box:
+                    held["start"] = message  # its body is replaced by the reason below
+                    return
                 message = {**message, "headers": [*message.get("headers", []), (b"retry-after", self.retry_after)]}
                 self._count(message["status"], path)
+            elif message["type"] == "http.response.body" and "start" in held:
+                if message.get("more_body"):
+                    return
+                await self._explain(send, held["start"], box["reason"])
+                return
             await send(message)
 
+        token = _UNAVAILABLE.set(box)
         try:
             await self.app(scope, receive, send_with_retry_after)
         finally:
+            _UNAVAILABLE.reset(token)
             self.active -= 1
+
+    async def _explain(self, send: Any, start: dict[str, Any], reason: str) -> None:
+        """The held 503 with ``{"error": reason}`` as its body."""
+        body = json.dumps({"error": reason}).encode()
+        dropped = (b"content-length", b"content-type", b"retry-after")
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in dropped]
+        headers += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", self.retry_after),
+        ]
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _refuse(self, send: Any, path: str) -> None:
         body = json.dumps(

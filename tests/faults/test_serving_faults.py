@@ -8,24 +8,34 @@ the router busy with real flights while the fault happens.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable, Generator
+import uuid
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 
 import httpx
 import psutil
 import pytest
+import redis
 
 from airflow_mlops import registry
-from airflow_mlops.deploy.local import alive
+from airflow_mlops.deploy.local import alive, start_bento_server, stop_tree
+from airflow_mlops.endpoint_auth import TOKEN_VARIABLE
+from airflow_mlops.features import materialize_day
 from airflow_mlops.packaging import package
 from airflow_mlops.pipeline import deploy_bento, smoke_and_commit
+from airflow_mlops.processes import free_port
+from airflow_mlops.settings import Settings, load_settings
+from tests.faults.proxy import FaultProxy
+from tests.integration.conftest import fresh_postgres_database
+from tests.integration.test_feast import REDIS_DB, REDIS_PORT
 from tests.integration.test_serving import MODEL, Served, auth, flights, flights_payload, served
-from tests.unit.test_training import WINDOW_END
+from tests.unit.test_training import DAYS, WINDOW_END
 
 __all__ = ["served"]  # the module-scoped fixture of the serving tests: a home, a champion and its bento
 
@@ -193,4 +203,80 @@ def test_a_rollout_under_steady_load_fails_no_request(
         f"{len(traffic.answers)} requests from {CLIENTS} clients, 0 failed; during the rollout "
         f"({switched - started:.1f} s, {len(during)} requests) p99 {p99(during) * 1000:.0f} ms, before it p99 "
         f"{p99(steady) * 1000:.0f} ms",
+    )
+
+
+@pytest.fixture
+def production_feast(served: Served, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, FaultProxy]]:
+    """Feast's production profile for the served home: the registry in a fresh PostgreSQL database, the online
+    store in the machine's Redis (a database and a Feast project of this test's own) behind a :class:`FaultProxy`;
+    the days materialized into it. The variables stay set, so a bento server started here serves from it."""
+    suffix = uuid.uuid4().hex[:10]
+    project = f"mlops_fault_{suffix}"
+    proxy = FaultProxy(REDIS_PORT).start()
+    with fresh_postgres_database() as registry_url:
+        variables = {
+            "MLOPS_PROFILE": "production",
+            "MLOPS_FEAST_REGISTRY_URL": registry_url,
+            "MLOPS_FEAST_REDIS_URL": f"127.0.0.1:{proxy.port},db={REDIS_DB}",
+            "MLOPS_FEAST_PROJECT": project,
+            "MLOPS_PREDICTION_LOG_URL": f"file://{served.settings.home / 'predictions-production'}",
+            TOKEN_VARIABLE: served.settings.endpoint_token(),
+        }
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings()
+        try:
+            for day in DAYS:
+                materialize_day("flights", day, settings=settings)
+            yield settings, proxy
+        finally:
+            proxy.stop()
+            client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, db=REDIS_DB)
+            for key in client.scan_iter(match=b"*" + project.encode()):
+                client.delete(key)
+            client.close()
+
+
+def test_online_store_unreachable_gives_503_with_the_reason_and_serving_recovers_without_restart(
+    served: Served, production_feast: tuple[Settings, FaultProxy], observed: Callable[[str, str, str], None]
+) -> None:
+    settings, proxy = production_feast
+    record = start_bento_server(served.bento.tag, free_port(), settings, name="online-store-fault")
+    url, body = record["url"], flights_payload(flights(3))
+    seen: dict[str, list[tuple[int, float, str]]] = {}
+    try:
+        with httpx.Client(timeout=CLIENT_TIMEOUT, headers=auth()) as http:
+
+            def ask(phase: str, times: int) -> None:
+                for _ in range(times):
+                    sent = time.monotonic()
+                    response = http.post(f"{url}/predict", json=body)
+                    seen.setdefault(phase, []).append((response.status_code, time.monotonic() - sent, response.text))
+
+            ask("up", 3)
+            proxy.set_mode("blackhole")  # Redis stops answering: reads wait for the socket timeout
+            ask("hanging", 3)
+            proxy.set_mode("refuse")  # Redis gone: connections refused
+            ask("refused", 3)
+            proxy.set_mode("pass")
+            ask("back", 3)
+    finally:
+        stop_tree(record["pid"])
+
+    assert [s for s, _, _ in seen["up"]] == [200] * 3, seen["up"]
+    assert [s for s, _, _ in seen["back"]] == [200] * 3, seen["back"]  # the same server process, no restart
+    for phase in ("hanging", "refused"):
+        for status, seconds, text in seen[phase]:
+            assert status == 503, f"{phase}: {status} {text[:300]}"
+            assert "online store" in text, text
+            assert seconds < CLIENT_TIMEOUT / 2, f"{phase}: the 503 took {seconds:.1f} s"
+    slowest = {phase: max(s for _, s, _ in seen[phase]) for phase in ("hanging", "refused")}
+    reason = json.loads(seen["refused"][0][2]).get("error", seen["refused"][0][2])
+
+    observed(
+        "online store (Redis, production profile) unreachable while serving: it hangs, then refuses connections",
+        "a clear 503 with the reason within the request timeout, never a hang; recovery without restart",
+        f"Redis hanging: 503 in at most {slowest['hanging']:.1f} s (the socket timeout); refusing: 503 in at most "
+        f"{slowest['refused'] * 1000:.0f} ms, `{str(reason)[:100]}`; back: 200 from the same server process",
     )

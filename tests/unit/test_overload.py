@@ -88,3 +88,41 @@ def test_the_environment_sets_the_limit_and_a_bad_value_is_named() -> None:
     for bad in ("0", "-3", "many", "2.5"):
         with pytest.raises(ValueError, match=rf"model endpoint m: MLOPS_MAX_CONCURRENCY='{bad}' is not a positive"):
             max_concurrency({MAX_CONCURRENCY_VARIABLE: bad}, 128, "model endpoint m")
+
+
+def test_a_503_whose_reason_the_app_gave_carries_it_with_retry_after_and_is_not_counted_as_overload() -> None:
+    """What the bento does when the online store is down: :func:`unavailable` from the worker thread, then a 503
+    whose framework body hides the reason (BentoML's "unexpected error")."""
+    from starlette.concurrency import run_in_threadpool
+
+    from airflow_mlops.overload import unavailable
+
+    refused: list[tuple[int, str]] = []
+
+    def lookup() -> None:
+        unavailable("online store (redis) unavailable for svc: TimeoutError: Timeout reading")
+
+    async def down(request: Request) -> JSONResponse:
+        await run_in_threadpool(lookup)  # the sync API runs in a worker thread, as BentoML runs it
+        return JSONResponse({"error": "An unexpected error has occurred, please check the server log."}, 503)
+
+    def shed(request: Request) -> JSONResponse:
+        return JSONResponse({"error": "process is overloaded"}, status_code=503)
+
+    app = Overload(
+        Starlette(routes=[Route("/down", down, methods=["POST"]), Route("/shed", shed, methods=["POST"])]),
+        max_concurrency=4,
+        on_refused=lambda s, p: refused.append((s, p)),
+    )
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://model") as client:
+            return await client.post("/down", json={}), await client.post("/shed", json={})
+
+    down_answer, shed_answer = asyncio.run(scenario())
+    assert down_answer.status_code == 503 and down_answer.headers["retry-after"] == "1"
+    assert down_answer.json() == {"error": "online store (redis) unavailable for svc: TimeoutError: Timeout reading"}
+    assert int(down_answer.headers["content-length"]) == len(down_answer.content)
+    assert shed_answer.status_code == 503 and shed_answer.json() == {"error": "process is overloaded"}
+    assert refused == [(503, "/shed")]  # the store being down is not overload
+    assert app.active == 0
