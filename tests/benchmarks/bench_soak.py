@@ -80,16 +80,16 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         started = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.samples.append((time.monotonic() - started, tree_rss(self.pid)))
-            self._stop.wait(RSS_EVERY)
+            self._halt.wait(RSS_EVERY)
 
     def stop(self) -> list[tuple[float, int]]:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=RSS_EVERY * 2)
         return self.samples
 
