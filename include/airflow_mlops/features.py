@@ -106,8 +106,9 @@ class FeatureStoreConfigError(FeatureError):
 
 
 class OnlineStoreUnavailable(FeatureError):
-    """The online store (or the registry it is read through) did not answer a lookup: down, unreachable or too
-    slow. Serving answers 503 with this message; the next lookup tries again."""
+    """The online store did not answer a lookup: down, unreachable or too slow (its client's error is the cause).
+    Serving answers 503 with this message; the next lookup tries again. Reading the registry is not covered: a
+    registry that fails when its cache expires still raises its own error."""
 
 
 # ----------------------------------------------------------------------------------------------------------
