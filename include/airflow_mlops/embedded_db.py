@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from airflow_mlops.locks import file_lock
 from airflow_mlops.processes import free_port, port_in_use
@@ -200,11 +200,14 @@ class EmbeddedPostgres:
             self._create_databases()
         return True
 
-    def stop(self, timeout: float = 60) -> bool:
-        """Stop the server (``pg_ctl stop -m fast``); return False if it was not running."""
+    def stop(self, timeout: float = 60, mode: Literal["smart", "fast", "immediate"] = "fast") -> bool:
+        """Stop the server (``pg_ctl stop -m fast``); return False if it was not running.
+
+        ``immediate`` stops it as a crash would (no checkpoint; the next start replays the WAL).
+        """
         if self.pid() is None:
             return False
-        self._pg(["pg_ctl", "-D", str(self.data_dir), "-w", "-t", str(int(timeout)), "-m", "fast", "stop"])
+        self._pg(["pg_ctl", "-D", str(self.data_dir), "-w", "-t", str(int(timeout)), "-m", mode, "stop"])
         return True
 
     # -- internals -------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from airflow_mlops.deploy.base import Bento
 from airflow_mlops.features import FEATURE_REPO, definition_files
 from airflow_mlops.ingest import file_sha256
 from airflow_mlops.model_files import SAFE_ENV
-from airflow_mlops.registry import ModelVersionRef
+from airflow_mlops.registry import ModelVersionRef, RegistryError, download_model
 from airflow_mlops.settings import PROJECT_ROOT, Settings, get_settings
 from airflow_mlops.specs import ModelSpec
 
@@ -190,17 +190,21 @@ def package(spec: ModelSpec, ref: ModelVersionRef, *, settings: Settings | None 
         # The service loads the model file only if it still has this digest (airflow_mlops.model_files).
         "model_sha256": model_digest(ref, settings) or "",
     }
-    try:
-        from airflow_mlops.registry import configure_mlflow
-
-        configure_mlflow(settings)
-        model = bentoml.mlflow.import_model(
-            spec.name, ref.uri, labels=label, metadata={"mlflow_uri": ref.uri, "run_id": ref.run_id}
-        )
-    except Exception as exc:
-        raise PackagingError(
-            f"{ref.name} v{ref.version}: importing {ref.uri} into BentoML failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    # Downloaded here, not by ``import_model``: BentoML's own download hides an unreachable store behind an
+    # ``UnboundLocalError`` (its ``finally`` uses the path the failed download never returned).
+    with tempfile.TemporaryDirectory(prefix="model-") as download:
+        try:
+            local = download_model(ref, Path(download), settings)
+        except RegistryError as exc:
+            raise PackagingError(f"{ref.name} v{ref.version}: {exc}") from exc
+        try:
+            model = bentoml.mlflow.import_model(
+                spec.name, str(local), labels=label, metadata={"mlflow_uri": ref.uri, "run_id": ref.run_id}
+            )
+        except Exception as exc:
+            raise PackagingError(
+                f"{ref.name} v{ref.version}: importing {ref.uri} into BentoML failed: {type(exc).__name__}: {exc}"
+            ) from exc
     # BentoML refuses build files under a hidden folder, such as the default state folder .mlops/: build in a
     # temporary folder (the bento keeps its own copy of everything).
     with tempfile.TemporaryDirectory(prefix="bento-build-") as root:

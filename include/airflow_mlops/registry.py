@@ -549,6 +549,14 @@ def load_model(ref: ModelVersionRef, settings: Settings | None = None) -> Any:
             return load_trusted(model_dir, digest, f"{ref.name} v{ref.version}")
 
 
+def download_model(ref: ModelVersionRef, dst: Path, settings: Settings | None = None) -> Path:
+    """The registered version's MLflow model folder downloaded into ``dst`` (:class:`RegistryError` if it cannot be)."""
+    settings = settings or get_settings()
+    _client(settings)  # points the process-wide MLflow URIs at the store
+    with _errors(settings, f"downloading {ref.uri}"):
+        return _download_model(ref.uri, dst)
+
+
 def model_digest(ref: ModelVersionRef, settings: Settings | None = None) -> str | None:
     """The sha256 of the version's model file recorded at registration (None for versions registered without)."""
     settings = settings or get_settings()
@@ -908,6 +916,7 @@ __all__ = [
     "aliases",
     "champion",
     "decide",
+    "download_model",
     "existing_version",
     "load_model",
     "model_card",

@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from typing import Literal
 
+from airflow_mlops.processes import free_port
+
 Mode = Literal["pass", "blackhole", "refuse"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class FaultProxy:
@@ -33,7 +28,7 @@ class FaultProxy:
 
     def __init__(self, upstream_port: int, port: int | None = None) -> None:
         self.upstream_port = upstream_port
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.mode: Mode = "pass"
         self.connections = 0
         self._loop = asyncio.new_event_loop()

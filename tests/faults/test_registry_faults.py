@@ -15,8 +15,11 @@ it) ends with one version per training, never two, and the aliases where a clean
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,12 +32,15 @@ import pytest
 from mlflow import MlflowClient
 
 from airflow_mlops import registry
+from airflow_mlops.ingest import file_sha256
 from airflow_mlops.registry import RegistryError
-from airflow_mlops.settings import Settings
+from airflow_mlops.settings import PROJECT_ROOT, Settings
 from airflow_mlops.specs import ModelSpec
 from airflow_mlops.training import build_training_set, fit
+from tests.faults.http_proxy import HttpFaultProxy, HttpMode
 from tests.integration.conftest import fresh_postgres_database
 from tests.integration.test_training_server import CRIPPLED, MODEL, Mlflow, server_spec
+from tests.unit.conftest import file_stores
 from tests.unit.test_training import WINDOW_END, shared_window
 
 pytestmark = [
@@ -269,4 +275,140 @@ def test_two_promotions_at_once_move_the_champion_once(
         "at most one promotion; @champion and @previous consistent",
         f"v{promoted[0]} promoted, the other refused (`{refused.removeprefix('refused: ')[:110]}`); "
         f"@champion v{aliases['champion']}, @previous v{aliases['previous']} (the champion both were gated against)",
+    )
+
+
+@pytest.fixture
+def artifact_proxy(server: Mlflow) -> Iterator[HttpFaultProxy]:
+    """An HTTP proxy in front of the server (its current port); the engine is pointed at the proxy."""
+    proxy = HttpFaultProxy(server.url, hang_seconds=ARTIFACT_HANG_SECONDS).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+#: How long the proxy holds a request it hangs: longer than the client's timeout (``MLFLOW_HTTP_REQUEST_TIMEOUT``).
+ARTIFACT_HANG_SECONDS = 30
+#: The part of an artifact route that names a logged model's files (``<experiment>/models/<model id>/artifacts``).
+MODEL_ARTIFACTS = ("/mlflow-artifacts/", "/models/")
+
+
+@pytest.mark.parametrize(("mode", "iterations"), [("error", 110), ("hang", 120)])
+def test_artifact_store_failing_during_log_model_leaves_no_version_and_the_retry_registers_one(
+    mode: HttpMode,
+    iterations: int,
+    server: Mlflow,
+    crippled_champion: registry.ModelVersionRef,
+    artifact_proxy: HttpFaultProxy,
+    observed: Callable[[str, str, str], None],
+) -> None:
+    """The model's files cannot be stored (every request for them answers 503, or hangs past the client's
+    timeout) while the run's own artifacts and the registry still answer: ``train_and_register`` fails naming the
+    server; no version exists for the training, so no alias can reach one; the run is marked FAILED."""
+    spec = good_spec(max_iter=iterations)
+    settings = server.settings(artifact_proxy.url)
+    training_set = build_training_set(spec, WINDOW_END, settings=settings)
+    key = registry.training_key(spec, training_set)
+    result = fit(spec, training_set)
+    aliases_before = registry.aliases(spec, settings)
+
+    artifact_proxy.fail(mode, *MODEL_ARTIFACTS)
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match=f"MLflow at {artifact_proxy.url}: registering {MODEL} failed") as failure:
+        registry.train_and_register(spec, training_set, result, settings=settings)
+    failed_in = time.monotonic() - started
+    refused = sum(artifact_proxy.failed.values())
+    assert refused >= 1, "the fault never fired: the model's files took another route"
+
+    assert versions_with_key(server, key) == []  # nothing registered, so nothing an alias could name
+    assert registry.aliases(spec, settings) == aliases_before
+    client = server.client()
+    runs = client.search_runs(
+        [registry._experiment_id(client, spec, settings)], f"tags.{registry.TRAINING_KEY} = '{key}'"
+    )
+    assert [run.info.status for run in runs] == ["FAILED"]
+
+    artifact_proxy.heal()
+    ref = registry.train_and_register(spec, training_set, result, settings=settings)  # the task's retry
+    assert ref.created and versions_with_key(server, key) == [ref.version]
+    assert registry.aliases(spec, settings) == {**aliases_before, "challenger": ref.version}
+
+    what = "answering 503" if mode == "error" else f"hanging ({ARTIFACT_HANG_SECONDS} s, client timeout 10 s)"
+    observed(
+        f"artifact store {what} for the model's files during `log_model`",
+        "a clear failure; no version reachable by an alias; the retry registers one version",
+        f"failed in {failed_in:.1f} s after {refused} refused request(s): "
+        f"`{gist(str(failure.value))}`; 0 versions with the training's key, aliases unchanged, "
+        f"the run FAILED; after the retry 1 version (v{ref.version}, @challenger)",
+    )
+
+
+def gist(message: str) -> str:
+    """A long error message, one line: its start and its end (where the cause is)."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= 240 else f"{flat[:140]} … {flat[-100:]}"
+
+
+def package_in_a_task(server: Mlflow, url: str, ref: registry.ModelVersionRef) -> subprocess.CompletedProcess[str]:
+    """``package`` of ``ref`` in a process of its own (:mod:`tests.faults.package_task`), MLflow at ``url``."""
+    env = {
+        **os.environ,
+        "MLOPS_HOME": str(server.window.home),
+        **file_stores(server.window.home),
+        "MLOPS_MLFLOW_TRACKING_URI": url,
+    }
+    env.pop("BENTOML_HOME", None)
+    return subprocess.run(
+        [sys.executable, "-m", "tests.faults.package_task", ref.name, str(ref.version), ref.run_id],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_artifact_store_failing_during_packaging_fails_clearly_and_records_no_bento(
+    server: Mlflow,
+    crippled_champion: registry.ModelVersionRef,
+    artifact_proxy: HttpFaultProxy,
+    observed: Callable[[str, str, str], None],
+) -> None:
+    """The champion's files cannot be read while it is packaged (503, then a hang past the client's timeout):
+    the task fails with a :class:`~airflow_mlops.packaging.PackagingError` naming the version and the step, the
+    version carries no ``bento.*`` tag (nothing a deployment would pick up), the aliases stay; the retry packages."""
+    settings = server.settings()
+    ref = crippled_champion
+    aliases_before = registry.aliases(server_spec(), settings)
+    seen = []
+    for mode in ("error", "hang"):
+        artifact_proxy.fail(mode, *MODEL_ARTIFACTS)
+        started = time.monotonic()
+        task = package_in_a_task(server, artifact_proxy.url, ref)
+        seen.append((mode, time.monotonic() - started, task))
+        assert task.returncode == 1, (task.stdout, task.stderr[-3000:])
+        failure = f"PackagingError: {MODEL} v{ref.version}: MLflow at {artifact_proxy.url}: downloading {ref.uri}"
+        assert failure in task.stderr, task.stderr[-3000:]
+        assert not any(k.startswith("bento.") for k in registry.version_tags(ref, settings))
+        assert registry.aliases(server_spec(), settings) == aliases_before
+    refused = sum(artifact_proxy.failed.values())
+
+    artifact_proxy.heal()
+    task = package_in_a_task(server, artifact_proxy.url, ref)  # the retry
+    assert task.returncode == 0, task.stderr[-3000:]
+    bento = json.loads(task.stdout.strip().splitlines()[-1])
+    tags = registry.version_tags(ref, settings)
+    assert tags["bento.tag"] == bento["tag"] and tags["bento.digest"] == file_sha256(Path(bento["archive"]))
+
+    observed(
+        "artifact store answering 503, then hanging past the client's timeout, while the champion is packaged",
+        "a clear failure; nothing recorded for deployment; the retry packages",
+        "; ".join(
+            f"{mode}: the task failed in {took:.1f} s: `{gist(task.stderr.split('PackagingError: ', 1)[1])}`"
+            for mode, took, task in seen
+        )
+        + f" ({refused} refused requests); no `bento.*` tag on v{ref.version}, aliases unchanged; the retry "
+        f"packaged {bento['tag']}",
     )

@@ -65,11 +65,12 @@ def scheduler_tree(standalone_pid: int) -> list[psutil.Process]:
     raise AssertionError("no `airflow scheduler` process under standalone")
 
 
-def run_states(api: client.ApiClient) -> list[tuple[date, str]]:
+def run_states(api: client.ApiClient, days: list[date] = DAYS, dag_id: str = DAG_ID) -> list[tuple[date, str]]:
+    """(logical date, state) of every run of ``dag_id`` over ``days``."""
     runs = client.DagRunApi(api).get_dag_runs(
-        DAG_ID,
-        logical_date_gte=datetime.combine(DAYS[0], datetime.min.time(), tzinfo=UTC),
-        logical_date_lte=datetime.combine(DAYS[-1], datetime.min.time(), tzinfo=UTC),
+        dag_id,
+        logical_date_gte=datetime.combine(days[0], datetime.min.time(), tzinfo=UTC),
+        logical_date_lte=datetime.combine(days[-1], datetime.min.time(), tzinfo=UTC),
         limit=100,
     )
     return [(run.logical_date.date(), run.state.value) for run in runs.dag_runs]
