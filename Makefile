@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV     := $(BIN)/python -m uv
 UV_PIN := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements.lock)
 
-.PHONY: help install demo up test test-faults test-unit test-dags test-integration bench lint format lock stop clean
+.PHONY: help install demo up test test-examples test-faults test-unit test-dags test-integration bench lint format lock stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -31,8 +31,14 @@ demo: install  ## the whole loop: history Jan-Mar 2013, champion, deploy, summer
 up: install  ## start what is not running: the database, Airflow, each model's @champion endpoint
 	$(BIN)/airflow-mlops up
 
-test: install  ## the whole test suite (unit, DAG, integration against real servers)
+#: The end-to-end loops `make test` leaves to `make test-examples` (pyproject's testpaths runs tests/e2e/test_loop.py).
+EXAMPLE_LOOPS = tests/e2e/test_loop_electricity.py tests/e2e/test_bring_your_own.py
+
+test: install  ## unit, DAG, integration (real servers) and the flights loop end to end
 	$(BIN)/pytest
+
+test-examples: install  ## the loops of the second example and of the bring-your-own page, end to end through Airflow
+	$(BIN)/pytest $(EXAMPLE_LOOPS)
 
 test-faults: install  ## the fault suite: processes killed, disks full, servers down; writes docs/reliability.md's table
 	MLOPS_FAULTS_REPORT=docs/reliability.md $(BIN)/pytest tests/faults
