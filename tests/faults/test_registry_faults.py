@@ -11,6 +11,11 @@ its artifacts proxied into a folder, is killed from inside the engine's own call
 Each time the call fails with a :class:`~airflow_mlops.registry.RegistryError` naming the server; a server
 restarted on the same store shows ``@champion`` where it was, and the retry (the same call, as the task's retry makes
 it) ends with one version per training, never two, and the aliases where a clean run puts them.
+
+The same server behind the suite's HTTP proxy (:mod:`tests.faults.http_proxy`), which fails only the requests for a
+logged model's files (503, or a hang past the client's timeout) while the rest of MLflow answers: ``register``'s
+``log_model`` fails before any version exists, and ``package`` (in a task process of its own) fails naming the store,
+records no bento; each retry then completes.
 """
 
 from __future__ import annotations
