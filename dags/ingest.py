@@ -47,15 +47,15 @@ from datetime import datetime
 from airflow.sdk import dag, task
 
 from airflow_mlops import assets
-from airflow_mlops.dag_helpers import dataset_dates, default_args, wanted
-from airflow_mlops.datasets import DatasetSpec, get_datasets
-from airflow_mlops.specs import load_specs
+from airflow_mlops.dag_helpers import default_args, wanted
+from airflow_mlops.dag_plan import DatasetPlan, dag_plan
 
 
-def build_ingest_dag(spec: DatasetSpec, models: list[str]) -> None:
+def build_ingest_dag(spec: DatasetPlan) -> None:
     """One ``ingest_<dataset>`` DAG: land -> validate -> features (which announces the models' new windows)."""
     dataset = spec.name
-    start_date, end_date = dataset_dates(dataset)
+    models = spec.models
+    start_date, end_date = spec.dates
     landed_asset = assets.landed(dataset)
     validated_asset = assets.validated(dataset)
     features_asset = assets.features(dataset)
@@ -126,7 +126,6 @@ def build_ingest_dag(spec: DatasetSpec, models: list[str]) -> None:
     ingest()
 
 
-_models = load_specs().specs.values()
-for _dataset in get_datasets().values():
+for _dataset in dag_plan().datasets.values():  # the validated configuration (airflow_mlops.dag_plan)
     if wanted(f"ingest_{_dataset.name}"):  # a task run builds only its own DAG
-        build_ingest_dag(_dataset, sorted(spec.name for spec in _models if spec.dataset == _dataset.name))
+        build_ingest_dag(_dataset)

@@ -23,14 +23,14 @@ from __future__ import annotations
 from airflow.sdk import dag, task
 
 from airflow_mlops import assets
-from airflow_mlops.dag_helpers import dataset_dates, default_args, wanted
-from airflow_mlops.specs import ModelSpec, load_specs
+from airflow_mlops.dag_helpers import default_args, wanted
+from airflow_mlops.dag_plan import DatasetPlan, ModelPlan, dag_plan
 
 
-def build_monitor_dag(spec: ModelSpec) -> None:
+def build_monitor_dag(spec: ModelPlan, dataset: DatasetPlan) -> None:
     """One ``monitor_<model>`` DAG for ``spec``."""
     drift_asset = assets.drift(spec.name)
-    start_date, end_date = dataset_dates(spec.dataset)  # the days its dataset covers
+    start_date, end_date = dataset.dates  # the days its dataset covers
 
     @dag(
         dag_id=f"monitor_{spec.name}",
@@ -68,6 +68,7 @@ def build_monitor_dag(spec: ModelSpec) -> None:
     monitor()
 
 
-for _spec in load_specs().specs.values():
+_plan = dag_plan()  # the validated configuration (airflow_mlops.dag_plan)
+for _spec in _plan.models.values():
     if wanted(f"monitor_{_spec.name}"):  # a task run builds only its own DAG
-        build_monitor_dag(_spec)
+        build_monitor_dag(_spec, _plan.datasets[_spec.dataset])

@@ -35,27 +35,25 @@ from __future__ import annotations
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from airflow_mlops import assets
-from airflow_mlops.dag_helpers import dataset_dates, default_args, wanted
-from airflow_mlops.specs import ModelSpec, load_specs
+from airflow_mlops.dag_helpers import default_args, wanted
+from airflow_mlops.dag_plan import DatasetPlan, ModelPlan, dag_plan
 
 
-def build_train_dag(spec: ModelSpec) -> None:
+def build_train_dag(spec: ModelPlan, dataset: DatasetPlan) -> None:
     """One ``train_<model>`` DAG for ``spec``."""
     trigger = assets.new_window(spec.name) | assets.drift(spec.name)
     schedule = trigger
-    if spec.training.schedule:
-        schedule = AssetOrTimeSchedule(
-            timetable=CronTriggerTimetable(spec.training.schedule, timezone="UTC"), assets=trigger
-        )
+    if spec.schedule:
+        schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(spec.schedule, timezone="UTC"), assets=trigger)
     trained_asset = assets.trained(spec.name)
     deployed_asset = assets.deployed(spec.name)
 
     @dag(
         dag_id=f"train_{spec.name}",
         doc_md=__doc__,
-        description=spec.description.strip()[:200] if spec.description else None,
+        description=spec.description,
         schedule=schedule,
-        start_date=dataset_dates(spec.dataset)[0],
+        start_date=dataset.dates[0],
         catchup=False,
         max_active_runs=1,
         tags=["mlops", "train", spec.name],
@@ -160,6 +158,7 @@ def _event_extras(events: object) -> list[dict[str, object]]:
     return [dict(event.extra or {}) for queue in events.values() for event in queue]
 
 
-for _spec in load_specs().specs.values():
+_plan = dag_plan()  # the validated configuration (airflow_mlops.dag_plan)
+for _spec in _plan.models.values():
     if wanted(f"train_{_spec.name}"):  # a task run builds only its own DAG
-        build_train_dag(_spec)
+        build_train_dag(_spec, _plan.datasets[_spec.dataset])

@@ -1,12 +1,12 @@
 """Shared DAG defaults, so every DAG file states its policy the same way.
 
-Imports only the standard library at the top (the dataset files are read on demand, with PyYAML and pydantic,
-which the DAG files load anyway for the model specs).
+Imports only the standard library at the top; what the DAGs take from the configuration is in
+:mod:`airflow_mlops.dag_plan`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import timedelta
 from typing import Any
 
 OWNER = "mlops"
@@ -23,24 +23,6 @@ def default_args(**overrides: Any) -> dict[str, Any]:
     }
     args.update(overrides)
     return args
-
-
-def _midnight(day: date | None) -> datetime | None:
-    return datetime.combine(day, time(), tzinfo=UTC) if day else None
-
-
-def dataset_dates(dataset: str) -> tuple[datetime, datetime | None]:
-    """The first and last day of ``dataset`` (its file's ``start_date``, ``end_date``) as UTC midnights.
-
-    The DAGs of a dataset and of its models take their dates from there, so no DAG file names a year.
-    """
-    from airflow_mlops.datasets import dataset_spec
-
-    spec = dataset_spec(dataset)
-    start = _midnight(spec.start_date)
-    if start is None:  # the dataset spec requires start_date
-        raise ValueError(f"dataset {dataset!r} has no start_date")
-    return start, _midnight(spec.end_date)
 
 
 def wanted(dag_id: str) -> bool:
