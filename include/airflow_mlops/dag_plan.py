@@ -28,7 +28,7 @@ from airflow_mlops.zones import write_text_atomic
 #: Bump when the fields below change: plans written by another version are rebuilt.
 PLAN_VERSION = 1
 #: Engine modules whose code decides the plan (validation, defaults): a change to one rebuilds it.
-_ENGINE_FILES = ("dag_plan.py", "datasets.py", "specs.py", "config_files.py")
+_ENGINE_FILES = ("dag_plan.py", "datasets.py", "specs.py", "config_files.py", "user_code.py")
 
 
 @dataclass(frozen=True)
