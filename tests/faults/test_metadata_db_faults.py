@@ -15,8 +15,6 @@ event per day and every partition there.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,13 +25,13 @@ import airflow_client.client as client
 import psutil
 import pytest
 
-from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowServer, airflow_env, start_airflow, stop_airflow
+from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowServer, start_airflow, stop_airflow
 from airflow_mlops.deploy.local import stop_tree
 from airflow_mlops.embedded_db import embedded
 from airflow_mlops.processes import free_port, port_in_use
 from airflow_mlops.settings import load_settings
 from airflow_mlops.zones import partition_path
-from tests.faults.test_scheduler_faults import HEARTBEAT_TIMEOUT, run_states
+from tests.faults.test_scheduler_faults import HEARTBEAT_TIMEOUT, backfill_until_half_way, run_states, start_component
 from tests.integration.conftest import deliveries, mlops_home, models_dir
 from tests.integration.test_airflow_backfill import _api_client
 
@@ -86,25 +84,7 @@ def test_metadata_database_restarted_mid_backfill_runs_resume_or_fail_clearly_an
 ) -> None:
     settings = load_settings()
     api = _api_client(airflow, ADMIN_USER, airflow.password())
-    first, last = (datetime.combine(d, datetime.min.time(), tzinfo=UTC) for d in (DAYS[0], DAYS[-1]))
-    client.BackfillApi(api).create_backfill(
-        client.BackfillPostBody(
-            dag_id=DAG_ID,
-            from_date=first,
-            to_date=last,
-            max_active_runs=3,
-            reprocess_behavior=client.ReprocessBehavior.FAILED,
-        )
-    )
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # mid-backfill: some days done, some running
-        states = Counter(state for _, state in run_states(api, DAYS, DAG_ID))
-        if states["success"] >= 1 and states["running"] >= 1:
-            break
-        time.sleep(1)
-    else:
-        raise AssertionError(f"the backfill never got half-way: {run_states(api, DAYS, DAG_ID)}")
-    done_before = states["success"]
+    done_before = backfill_until_half_way(api, DAYS, DAG_ID, max_active_runs=3, done=1)
 
     database = embedded(settings.home)
     port = int(airflow.url.rsplit(":", 1)[1])
@@ -118,7 +98,6 @@ def test_metadata_database_restarted_mid_backfill_runs_resume_or_fail_clearly_an
 
     started: list[tuple[str, int]] = []  # what the test started again, as a supervisor would
     log_path = settings.run_dir / "airflow-after-db-restart.log"
-    env = airflow_env(port, settings)
 
     def supervise() -> None:
         alive = running_components([airflow.pid, *(pid for _, pid in started)])
@@ -126,16 +105,7 @@ def test_metadata_database_restarted_mid_backfill_runs_resume_or_fail_clearly_an
             alive["api-server"] = 0
         for component in (*COMPONENTS, "api-server"):
             if component not in alive:
-                with log_path.open("ab") as out:
-                    process = subprocess.Popen(
-                        [str(Path(sys.executable).parent / "airflow"), component],
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        cwd=str(settings.home),
-                    )
-                started.append((component, process.pid))
+                started.append((component, start_component(component, port, settings, log_path).pid))
 
     try:
         deadline = time.monotonic() + 900
@@ -158,7 +128,7 @@ def test_metadata_database_restarted_mid_backfill_runs_resume_or_fail_clearly_an
         assert sorted(day for day, _ in runs) == DAYS, runs  # every day exactly once
         failed = [day for day, state in runs if state == "failed"]
         clues = {}
-        for day in failed:  # a failed run says why: its failed task's log names the database
+        for day in failed:  # a failed run names the tasks that failed; clearing it is the retry
             run_id = next(r.dag_run_id for r in _runs(api, day))
             tasks = client.TaskInstanceApi(api).get_task_instances(DAG_ID, run_id).task_instances
             broken = [t.task_id for t in tasks if t.state and t.state.value in ("failed", "upstream_failed")]

@@ -30,7 +30,7 @@ import pytest
 from airflow_mlops.airflow_runtime import ADMIN_USER, AirflowServer, airflow_env, start_airflow, stop_airflow
 from airflow_mlops.deploy.local import stop_tree
 from airflow_mlops.processes import free_port
-from airflow_mlops.settings import load_settings
+from airflow_mlops.settings import Settings, load_settings
 from airflow_mlops.zones import partition_path
 from tests.integration.conftest import deliveries, fresh_postgres_database, mlops_home, models_dir
 from tests.integration.test_airflow_backfill import _api_client
@@ -76,31 +76,48 @@ def run_states(api: client.ApiClient, days: list[date] = DAYS, dag_id: str = DAG
     return [(run.logical_date.date(), run.state.value) for run in runs.dag_runs]
 
 
+def backfill_until_half_way(
+    api: client.ApiClient, days: list[date], dag_id: str, *, max_active_runs: int, done: int
+) -> int:
+    """Backfill ``days`` of ``dag_id`` over the REST API; return once ``done`` days succeeded and one runs."""
+    client.BackfillApi(api).create_backfill(
+        client.BackfillPostBody(
+            dag_id=dag_id,
+            from_date=datetime.combine(days[0], datetime.min.time(), tzinfo=UTC),
+            to_date=datetime.combine(days[-1], datetime.min.time(), tzinfo=UTC),
+            max_active_runs=max_active_runs,
+            reprocess_behavior=client.ReprocessBehavior.FAILED,
+        )
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        states = Counter(state for _, state in run_states(api, days, dag_id))
+        if states["success"] >= done and states["running"] >= 1:
+            return states["success"]
+        time.sleep(1)
+    raise AssertionError(f"the backfill never got half-way: {run_states(api, days, dag_id)}")
+
+
+def start_component(component: str, port: int, settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """``airflow <component>`` of the server on ``port``, in a session of its own, output appended to ``log_path``."""
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), component],
+            env=airflow_env(port, settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(settings.home),
+        )
+
+
 def test_scheduler_killed_mid_backfill_and_restarted_completes_every_day_once(
     airflow: AirflowServer, observed: Callable[[str, str, str], None]
 ) -> None:
     settings = load_settings()
     password = airflow.password()
     api = _api_client(airflow, ADMIN_USER, password)
-    client.BackfillApi(api).create_backfill(
-        client.BackfillPostBody(
-            dag_id=DAG_ID,
-            from_date=datetime.combine(DAYS[0], datetime.min.time(), tzinfo=UTC),
-            to_date=datetime.combine(DAYS[-1], datetime.min.time(), tzinfo=UTC),
-            max_active_runs=4,
-            reprocess_behavior=client.ReprocessBehavior.FAILED,
-        )
-    )
-
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # mid-backfill: some days done, some running
-        states = Counter(state for _, state in run_states(api))
-        if states["success"] >= 2 and states["running"] >= 1:
-            break
-        time.sleep(1)
-    else:
-        raise AssertionError(f"the backfill never got half-way: {run_states(api)}")
-    done_before = states["success"]
+    done_before = backfill_until_half_way(api, DAYS, DAG_ID, max_active_runs=4, done=2)
 
     tree = scheduler_tree(airflow.pid)
     for process in tree:
@@ -112,15 +129,7 @@ def test_scheduler_killed_mid_backfill_and_restarted_completes_every_day_once(
 
     port = int(airflow.url.rsplit(":", 1)[1])
     log_path = settings.run_dir / "scheduler-restarted.log"
-    with log_path.open("ab") as out:
-        scheduler = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "scheduler"],
-            env=airflow_env(port, settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=str(settings.home),
-        )
+    scheduler = start_component("scheduler", port, settings, log_path)
     try:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
